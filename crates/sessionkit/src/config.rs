@@ -1,0 +1,171 @@
+//! [`Config`]: everything a [`Manager`](crate::Manager) can be told, with secure defaults.
+
+use std::time::Duration;
+
+use http::HeaderName;
+
+use crate::error::{Error, Result};
+
+/// The `SameSite` attribute of the session cookie.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum SameSite {
+    /// Sent on top-level navigations from other sites, not on cross-site subrequests.
+    #[default]
+    Lax,
+    /// Never sent on cross-site requests.
+    Strict,
+    /// Always sent (requires `Secure`).
+    None,
+}
+
+/// Where the session token travels.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Transport {
+    /// A cookie (the default, for browsers).
+    #[default]
+    Cookie,
+    /// A request header carries the token; new tokens come back in the same header.
+    Header(HeaderName),
+    /// `Authorization: Bearer <token>`; new tokens come back in the named response header.
+    Bearer {
+        /// The response header that carries a newly issued token.
+        response_header: HeaderName,
+    },
+}
+
+/// Cookie attributes. `HttpOnly` is always set: scripts never need the session token.
+#[derive(Clone, Debug)]
+pub struct CookieConfig {
+    /// Cookie name without prefix (default `id`).
+    pub name: String,
+    /// Prefix the name with `__Host-` (requires `secure`, `path = "/"` and no `domain`).
+    pub host_prefix: bool,
+    /// `Secure` attribute (default on).
+    pub secure: bool,
+    /// `SameSite` attribute (default `Lax`).
+    pub same_site: SameSite,
+    /// `Path` attribute (default `/`).
+    pub path: String,
+    /// `Domain` attribute (default none: host-only).
+    pub domain: Option<String>,
+    /// Persistent cookie with `Max-Age` equal to the absolute timeout (default); when false the
+    /// cookie lasts for the browser session only. The server enforces both timeouts either way.
+    pub persistent: bool,
+}
+
+impl Default for CookieConfig {
+    fn default() -> Self {
+        Self {
+            name: "id".into(),
+            host_prefix: false,
+            secure: true,
+            same_site: SameSite::Lax,
+            path: "/".into(),
+            domain: None,
+            persistent: true,
+        }
+    }
+}
+
+/// Manager settings. Start from `Config::default()` and change what you need.
+///
+/// ```
+/// use std::time::Duration;
+/// let mut config = sessionkit::Config::default();
+/// config.idle_timeout = Duration::from_secs(15 * 60);
+/// config.cookie.host_prefix = true;
+/// ```
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Cookie attributes.
+    pub cookie: CookieConfig,
+    /// Where the token travels (default: cookie).
+    pub transport: Transport,
+    /// A session unused for this long expires (sliding; default 30 min).
+    pub idle_timeout: Duration,
+    /// A session expires this long after creation, however active (default 12 h).
+    pub absolute_timeout: Duration,
+    /// A read-only request refreshes the idle deadline only if the last refresh is older than
+    /// this (default: a tenth of the idle timeout, at most 60 s), so reads rarely cost a write.
+    pub touch_interval: Duration,
+    /// Give signed-in sessions a new ID once their current one is this old (default: never).
+    pub rotate_after: Option<Duration>,
+    /// How long the previous ID keeps working, read-only, after a periodic rotation (30 s).
+    pub rotation_grace: Duration,
+    /// Every store call fails with a timeout error after this long (default 5 s).
+    pub store_timeout: Duration,
+    /// How often the background GC runs (default 60 s).
+    pub gc_interval: Duration,
+    /// How many records one GC call may remove before yielding (default 1,000).
+    pub gc_batch: usize,
+    /// How often a save that lost a compare-and-set is reloaded and replayed (default 32).
+    pub max_retries: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let idle = Duration::from_secs(30 * 60);
+        Self {
+            cookie: CookieConfig::default(),
+            transport: Transport::Cookie,
+            idle_timeout: idle,
+            absolute_timeout: Duration::from_secs(12 * 3600),
+            touch_interval: default_touch_interval(idle),
+            rotate_after: None,
+            rotation_grace: Duration::from_secs(30),
+            store_timeout: Duration::from_secs(5),
+            gc_interval: Duration::from_secs(60),
+            gc_batch: 1000,
+            max_retries: 32,
+        }
+    }
+}
+
+/// A tenth of the idle timeout, capped at 60 s.
+pub fn default_touch_interval(idle: Duration) -> Duration {
+    (idle / 10).min(Duration::from_secs(60))
+}
+
+impl Config {
+    /// The cookie name as sent, including the `__Host-` prefix when enabled.
+    pub fn cookie_name(&self) -> String {
+        if self.cookie.host_prefix {
+            format!("__Host-{}", self.cookie.name)
+        } else {
+            self.cookie.name.clone()
+        }
+    }
+
+    /// Checks the settings for contradictions (called by `Manager::new`).
+    pub fn validate(&self) -> Result<()> {
+        let c = &self.cookie;
+        let bad = |m: &str| Err(Error::Config(format!("invalid session config: {m}")));
+        if c.name.is_empty()
+            || !c
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            return bad("cookie name must be non-empty ASCII letters, digits, '-', '_' or '.'");
+        }
+        if c.host_prefix && (!c.secure || c.path != "/" || c.domain.is_some()) {
+            return bad("the __Host- prefix requires Secure, Path=/ and no Domain");
+        }
+        if c.same_site == SameSite::None && !c.secure {
+            return bad("SameSite=None requires Secure");
+        }
+        let attr_ok =
+            |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic() && b != b';');
+        if !attr_ok(&c.path) || c.domain.as_deref().is_some_and(|d| !attr_ok(d)) {
+            return bad("cookie path and domain must be printable ASCII without ';'");
+        }
+        if self.idle_timeout.is_zero() || self.absolute_timeout.is_zero() {
+            return bad("timeouts must be positive");
+        }
+        if self.store_timeout.is_zero() || self.gc_interval.is_zero() || self.gc_batch == 0 {
+            return bad("store timeout, GC interval and GC batch must be positive");
+        }
+        Ok(())
+    }
+}

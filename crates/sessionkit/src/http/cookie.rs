@@ -1,0 +1,251 @@
+//! Reading the session token from request headers and writing the response headers.
+//!
+//! Parsing works on raw header bytes (a non-UTF-8 or oversized header is just "no session") and
+//! never allocates per cookie. Exactly one `Set-Cookie` is produced per response, and the removal
+//! cookie repeats the original's `Path`, `Domain`, `Secure` and `SameSite`, or browsers would keep
+//! the old one.
+
+use std::fmt::Write;
+
+use http::header::{AUTHORIZATION, CACHE_CONTROL, COOKIE, SET_COOKIE};
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::config::{SameSite, Transport};
+use crate::id::SessionId;
+use crate::manager::Manager;
+use crate::record::{now_millis, Record};
+
+/// Response headers produced by [`Manager::finish`]: at most one `Set-Cookie` (or token header)
+/// plus `Cache-Control: no-store` whenever a token is sent, so no shared cache keeps it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SessionHeaders {
+    headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl SessionHeaders {
+    /// True if there is nothing to add.
+    pub fn is_empty(&self) -> bool {
+        self.headers.is_empty()
+    }
+
+    /// The headers to add.
+    pub fn iter(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
+        self.headers.iter().map(|(n, v)| (n, v))
+    }
+
+    /// The `Set-Cookie` value, if any.
+    pub fn set_cookie(&self) -> Option<&HeaderValue> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == SET_COOKIE)
+            .map(|(_, v)| v)
+    }
+
+    /// Adds the headers to a response's header map.
+    pub fn apply_to(self, headers: &mut HeaderMap) {
+        for (name, value) in self.headers {
+            if name == CACHE_CONTROL {
+                headers.insert(name, value);
+            } else {
+                headers.append(name, value);
+            }
+        }
+    }
+}
+
+/// The first syntactically valid token the request carries, and whether it carried any value
+/// under the session's name at all.
+pub(crate) fn read_token(manager: &Manager, headers: &HeaderMap) -> (Option<SessionId>, bool) {
+    match &manager.config().transport {
+        Transport::Cookie => {
+            let name = manager.cookie_name().as_bytes();
+            let mut seen = false;
+            for header in headers.get_all(COOKIE) {
+                for pair in header.as_bytes().split(|b| *b == b';') {
+                    let pair = trim(pair);
+                    let Some(eq) = pair.iter().position(|b| *b == b'=') else {
+                        continue;
+                    };
+                    if trim(&pair[..eq]) != name {
+                        continue;
+                    }
+                    seen = true;
+                    let mut value = trim(&pair[eq + 1..]);
+                    if value.len() >= 2 && value[0] == b'"' && value[value.len() - 1] == b'"' {
+                        value = &value[1..value.len() - 1];
+                    }
+                    if let Some(id) = SessionId::parse_bytes(value) {
+                        return (Some(id), true);
+                    }
+                }
+            }
+            (None, seen)
+        }
+        Transport::Header(name) => match headers.get(name) {
+            Some(v) => (SessionId::parse_bytes(trim(v.as_bytes())), true),
+            None => (None, false),
+        },
+        Transport::Bearer { .. } => match headers.get(AUTHORIZATION) {
+            Some(v) => {
+                let v = trim(v.as_bytes());
+                let token = v
+                    .get(..7)
+                    .filter(|p| p.eq_ignore_ascii_case(b"bearer "))
+                    .map(|_| trim(&v[7..]));
+                (token.and_then(SessionId::parse_bytes), token.is_some())
+            }
+            None => (None, false),
+        },
+    }
+}
+
+fn trim(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
+}
+
+/// Headers that hand `id` to the client.
+pub(crate) fn issue(manager: &Manager, id: &SessionId, record: &Record) -> SessionHeaders {
+    let token = id.to_string();
+    let config = manager.config();
+    let header = match &config.transport {
+        Transport::Cookie => {
+            let max_age = config
+                .cookie
+                .persistent
+                .then(|| ((record.absolute_expires_at - now_millis()) / 1000).max(1));
+            (SET_COOKIE, cookie_line(manager, &token, max_age))
+        }
+        Transport::Header(name) => (name.clone(), token),
+        Transport::Bearer { response_header } => (response_header.clone(), token),
+    };
+    with_no_store(header)
+}
+
+/// Headers that tell the client to forget its token.
+pub(crate) fn removal(manager: &Manager) -> SessionHeaders {
+    let header = match &manager.config().transport {
+        Transport::Cookie => (SET_COOKIE, cookie_line(manager, "", Some(0))),
+        Transport::Header(name) => (name.clone(), String::new()),
+        Transport::Bearer { response_header } => (response_header.clone(), String::new()),
+    };
+    with_no_store(header)
+}
+
+fn with_no_store((name, value): (HeaderName, String)) -> SessionHeaders {
+    // Values are built from validated config and base64url tokens: always valid header bytes.
+    let value = HeaderValue::from_str(&value).expect("cookie line is visible ASCII");
+    SessionHeaders {
+        headers: vec![
+            (name, value),
+            (CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        ],
+    }
+}
+
+fn cookie_line(manager: &Manager, value: &str, max_age: Option<i64>) -> String {
+    let c = &manager.config().cookie;
+    let mut s = String::with_capacity(128);
+    let _ = write!(s, "{}={}; Path={}", manager.cookie_name(), value, c.path);
+    if let Some(d) = &c.domain {
+        let _ = write!(s, "; Domain={d}");
+    }
+    if let Some(age) = max_age {
+        let _ = write!(s, "; Max-Age={age}");
+        if age == 0 {
+            s.push_str("; Expires=Thu, 01 Jan 1970 00:00:00 GMT");
+        }
+    }
+    s.push_str("; HttpOnly");
+    if c.secure {
+        s.push_str("; Secure");
+    }
+    s.push_str(match c.same_site {
+        SameSite::Lax => "; SameSite=Lax",
+        SameSite::Strict => "; SameSite=Strict",
+        SameSite::None => "; SameSite=None",
+    });
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Config, MemoryStore};
+    use std::sync::Arc;
+
+    fn manager(config: Config) -> Manager {
+        Manager::new(Arc::new(MemoryStore::new()), config).unwrap()
+    }
+
+    fn headers(cookies: &[&[u8]]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for c in cookies {
+            h.append(COOKIE, HeaderValue::from_bytes(c).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn finds_the_session_cookie_among_others() {
+        let m = manager(Config::default());
+        let id = SessionId::generate().unwrap();
+        let line = format!("a=1; id=\"{id}\"; b=2");
+        assert_eq!(
+            read_token(&m, &headers(&[line.as_bytes()])),
+            (Some(id.clone()), true)
+        );
+        let line = format!("id=bogus; id={id}");
+        assert_eq!(
+            read_token(&m, &headers(&[line.as_bytes()])),
+            (Some(id), true)
+        );
+        assert_eq!(read_token(&m, &headers(&[b"id="])), (None, true));
+        assert_eq!(read_token(&m, &headers(&[b"idx=1; xid=2"])), (None, false));
+        assert_eq!(
+            read_token(&m, &headers(&[b"\xff\xfe=\x80; id=\xc3"])),
+            (None, true)
+        );
+    }
+
+    #[test]
+    fn cookie_lines_carry_secure_defaults() {
+        let mut config = Config::default();
+        config.cookie.host_prefix = true;
+        let m = manager(config);
+        let id = SessionId::generate().unwrap();
+        let rec = m.blank_record(now_millis());
+        let h = issue(&m, &id, &rec);
+        let line = h.set_cookie().unwrap().to_str().unwrap().to_owned();
+        assert!(line.starts_with(&format!("__Host-id={id}; Path=/; Max-Age=")));
+        assert!(line.ends_with("; HttpOnly; Secure; SameSite=Lax"));
+        let gone = removal(&m);
+        let line = gone.set_cookie().unwrap().to_str().unwrap();
+        assert!(line.starts_with("__Host-id=; Path=/; Max-Age=0; Expires="));
+        assert!(line.ends_with("; HttpOnly; Secure; SameSite=Lax"));
+        assert_eq!(gone.iter().count(), 2);
+    }
+
+    #[test]
+    fn bearer_and_header_transports() {
+        let mut config = Config::default();
+        config.transport = Transport::Bearer {
+            response_header: HeaderName::from_static("x-session-token"),
+        };
+        let m = manager(config);
+        let id = SessionId::generate().unwrap();
+        let mut h = HeaderMap::new();
+        h.insert(
+            AUTHORIZATION,
+            HeaderValue::from_str(&format!("Bearer {id}")).unwrap(),
+        );
+        assert_eq!(read_token(&m, &h), (Some(id), true));
+        h.insert(AUTHORIZATION, HeaderValue::from_static("Basic abc"));
+        assert_eq!(read_token(&m, &h), (None, false));
+    }
+}

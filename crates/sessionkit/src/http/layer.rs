@@ -1,0 +1,98 @@
+//! The tower middleware: starts a session per request, puts it in the request extensions, and
+//! finishes it after the inner service answered. A store failure turns the response into a 503
+//! with no session headers, so a client never receives a cookie for data that was not saved.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use http::{Request, Response, StatusCode};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::manager::Manager;
+
+/// Tower layer that gives every request a [`Session`](crate::Session).
+///
+/// ```
+/// # use std::sync::Arc;
+/// # use sessionkit::{Config, Manager, MemoryStore, SessionLayer};
+/// let manager = Manager::new(Arc::new(MemoryStore::new()), Config::default()).unwrap();
+/// let layer = SessionLayer::new(manager);
+/// # let _ = layer;
+/// ```
+#[derive(Clone, Debug)]
+pub struct SessionLayer {
+    manager: Manager,
+}
+
+impl SessionLayer {
+    /// A layer backed by `manager`.
+    pub fn new(manager: Manager) -> Self {
+        Self { manager }
+    }
+}
+
+impl<S> Layer<S> for SessionLayer {
+    type Service = SessionService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        SessionService {
+            inner,
+            manager: self.manager.clone(),
+        }
+    }
+}
+
+/// The service made by [`SessionLayer`].
+#[derive(Clone, Debug)]
+pub struct SessionService<S> {
+    inner: S,
+    manager: Manager,
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for SessionService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    ReqBody: Send + 'static,
+    ResBody: Default + Send + 'static,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        let session = self.manager.start(req.headers());
+        req.extensions_mut().insert(session.clone());
+        let manager = self.manager.clone();
+        // The clone that was polled ready serves this request; the fresh one waits for the next.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(async move {
+            let mut response = inner.call(req).await?;
+            match manager.finish(&session).await {
+                Ok(headers) => headers.apply_to(response.headers_mut()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "session could not be saved; answering 503");
+                    response = unavailable();
+                }
+            }
+            Ok(response)
+        })
+    }
+}
+
+fn unavailable<B: Default>() -> Response<B> {
+    let mut r = Response::new(B::default());
+    *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    r.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    r
+}

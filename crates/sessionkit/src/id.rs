@@ -1,0 +1,223 @@
+//! Session IDs and the keys stores file them under.
+//!
+//! A [`SessionId`] is the bearer token the browser holds: 256 bits from the OS CSPRNG, written as
+//! 43 characters of unpadded base64url. Stores never see it: they see a [`Key`], the SHA-256 of
+//! the ID, so that a leaked store dump contains no live token and a cookie can never name a path
+//! or a row directly.
+
+use std::fmt;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+
+/// Length of the textual form of a [`SessionId`].
+pub const ID_LEN: usize = 43;
+
+/// A session ID: 32 random bytes, shown as unpadded base64url.
+///
+/// ```
+/// use sessionkit::SessionId;
+///
+/// let id = SessionId::generate().unwrap();
+/// let text = id.to_string();
+/// assert_eq!(text.len(), 43);
+/// assert_eq!(SessionId::parse(&text), Some(id));
+/// assert_eq!(SessionId::parse("made-up"), None);
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct SessionId([u8; 32]);
+
+impl SessionId {
+    /// Draws a new ID from the operating system's CSPRNG.
+    ///
+    /// Fails (rather than falling back to anything weaker) when the OS cannot supply randomness.
+    pub fn generate() -> Result<Self> {
+        let mut bytes = [0u8; 32];
+        fill_random(&mut bytes)?;
+        Ok(Self(bytes))
+    }
+
+    /// Parses the textual form strictly: exactly 43 base64url characters that decode to 32 bytes
+    /// and re-encode to the same text. Anything else is `None` ("no session").
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::parse_bytes(text.as_bytes())
+    }
+
+    /// Like [`SessionId::parse`], for raw header bytes (which may not be UTF-8).
+    pub fn parse_bytes(text: &[u8]) -> Option<Self> {
+        if text.len() != ID_LEN {
+            return None;
+        }
+        if !text
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
+        {
+            return None;
+        }
+        let mut out = [0u8; 33];
+        let n = URL_SAFE_NO_PAD.decode_slice(text, &mut out).ok()?;
+        if n != 32 {
+            return None;
+        }
+        let mut bytes = [0u8; 32];
+        bytes.copy_from_slice(&out[..32]);
+        let id = Self(bytes);
+        // The last character carries 4 spare bits; insist they are zero so one ID has one spelling.
+        if id.encode().as_bytes() != text {
+            return None;
+        }
+        Some(id)
+    }
+
+    /// The key a store files this session under: SHA-256 of the raw ID bytes.
+    pub fn key(&self) -> Key {
+        Key(Sha256::digest(self.0).into())
+    }
+
+    fn encode(&self) -> String {
+        URL_SAFE_NO_PAD.encode(self.0)
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.encode())
+    }
+}
+
+impl fmt::Debug for SessionId {
+    // The ID is a credential: debug output shows only its key's prefix.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SessionId(key {})", self.key().short())
+    }
+}
+
+/// The at-rest name of a session: SHA-256 of its [`SessionId`].
+///
+/// Knowing a key does not let anyone use the session; it is safe to log in short form and to
+/// show as a handle (see [`Key::short`]).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Key(pub [u8; 32]);
+
+impl Key {
+    /// Lower-case hex of all 32 bytes (file names, SQL text keys, Redis keys).
+    pub fn to_hex(&self) -> String {
+        let mut s = String::with_capacity(64);
+        for b in self.0 {
+            s.push(HEX[(b >> 4) as usize] as char);
+            s.push(HEX[(b & 15) as usize] as char);
+        }
+        s
+    }
+
+    /// Parses the form written by [`Key::to_hex`].
+    pub fn from_hex(text: &str) -> Option<Self> {
+        let t = text.as_bytes();
+        if t.len() != 64 {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        for (i, pair) in t.chunks_exact(2).enumerate() {
+            out[i] = (hex_val(pair[0])? << 4) | hex_val(pair[1])?;
+        }
+        Some(Self(out))
+    }
+
+    /// The first 16 hex digits: enough to tell sessions apart in logs and lists.
+    pub fn short(&self) -> String {
+        self.to_hex()[..16].to_owned()
+    }
+}
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Key({})", self.short())
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+fn hex_val(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    }
+}
+
+/// Fills `buf` from the OS CSPRNG, mapping failure to [`Error::Random`].
+pub(crate) fn fill_random(buf: &mut [u8]) -> Result<()> {
+    getrandom::fill(buf).map_err(|e| Error::Random(e.to_string()))
+}
+
+/// A fresh random token (32 bytes, base64url), for CSRF tokens.
+pub(crate) fn random_token() -> Result<String> {
+    let mut bytes = [0u8; 32];
+    fill_random(&mut bytes)?;
+    Ok(URL_SAFE_NO_PAD.encode(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn ten_thousand_ids_are_unique_and_well_formed() {
+        let mut seen = HashSet::new();
+        for _ in 0..10_000 {
+            let id = SessionId::generate().unwrap();
+            let text = id.to_string();
+            assert_eq!(text.len(), ID_LEN);
+            assert!(text
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+            assert_eq!(SessionId::parse(&text).as_ref(), Some(&id));
+            assert!(seen.insert(text));
+        }
+    }
+
+    #[test]
+    fn parser_rejects_malformed_ids() {
+        let good = SessionId::generate().unwrap().to_string();
+        let mut cases: Vec<String> = vec![
+            String::new(),
+            "a".into(),
+            good[..42].into(),
+            format!("{good}A"),
+            format!("{good}="),
+            good.replace(|_| true, "A")
+                .chars()
+                .take(43)
+                .collect::<String>()
+                + "==",
+            format!(" {}", &good[1..]),
+            format!("{}+", &good[..42]),
+            format!("{}/", &good[..42]),
+            format!("{}.", &good[..42]),
+            format!("{}é", &good[..41]),
+            "\0".repeat(43),
+        ];
+        // Non-canonical final character: 'B' leaves a spare bit set after 'A'-based padding.
+        cases.push(format!("{}B", "A".repeat(42)));
+        for c in &cases {
+            assert_eq!(SessionId::parse(c), None, "accepted {c:?}");
+        }
+        assert!(SessionId::parse(&"A".repeat(43)).is_some());
+        assert_eq!(SessionId::parse_bytes(&[0xff; 43]), None);
+    }
+
+    #[test]
+    fn key_is_sha256_and_hex_round_trips() {
+        let id = SessionId::generate().unwrap();
+        let key = id.key();
+        assert_ne!(key.0, id.0);
+        assert_eq!(Key::from_hex(&key.to_hex()), Some(key));
+        assert_eq!(Key::from_hex("zz"), None);
+        assert_eq!(key.short().len(), 16);
+        assert!(!format!("{id:?}").contains(&id.to_string()));
+    }
+}

@@ -1,0 +1,489 @@
+//! [`Manager`]: turns requests into sessions and sessions back into stored records.
+//!
+//! `start` reads the token from the request (no I/O); the [`Session`] loads lazily; `finish`
+//! writes what the request changed with compare-and-set, replaying the request's operations on
+//! fresh data when another request won the race, and returns the response headers to send. It
+//! also owns the background GC task and the user-level operations (list, revoke).
+
+use std::future::Future;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use http::HeaderMap;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::http::cookie::{self, SessionHeaders};
+use crate::id::{Key, SessionId};
+use crate::record::{now_millis, Millis, Record};
+use crate::session::{Current, Inner, Session, State};
+use crate::store::Store;
+
+/// The session manager: built once, cloned freely (it is an `Arc` inside).
+///
+/// ```
+/// use std::sync::Arc;
+/// use sessionkit::{Config, Manager, MemoryStore};
+///
+/// let manager = Manager::new(Arc::new(MemoryStore::new()), Config::default()).unwrap();
+/// let session = manager.start(&http::HeaderMap::new());
+/// # let _ = session;
+/// ```
+#[derive(Clone)]
+pub struct Manager {
+    inner: Arc<ManagerInner>,
+}
+
+struct ManagerInner {
+    store: Arc<dyn Store>,
+    config: Config,
+    cookie_name: String,
+    gc: Mutex<Option<GcTask>>,
+}
+
+struct GcTask {
+    stop: tokio::sync::watch::Sender<bool>,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Manager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Manager")
+            .field("store", &self.inner.store)
+            .field("config", &self.inner.config)
+            .finish()
+    }
+}
+
+/// Metadata of one session of a user, for a "your devices" page. Never contains the ID.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// An opaque handle for [`Manager::revoke`] (a prefix of the at-rest key hash).
+    pub handle: String,
+    /// When the session was created.
+    pub created: Millis,
+    /// When it was last used.
+    pub last_seen: Millis,
+    /// When it expires unless used.
+    pub expires_at: Millis,
+    /// Device label recorded by the app, if any.
+    pub device: Option<String>,
+    /// Network prefix recorded by the app, if any.
+    pub ip_prefix: Option<String>,
+    /// True for the session of the request that asked.
+    pub current: bool,
+}
+
+impl Manager {
+    /// A manager over `store` with `config` (validated).
+    pub fn new(store: Arc<dyn Store>, config: Config) -> Result<Self> {
+        config.validate()?;
+        let cookie_name = config.cookie_name();
+        Ok(Self {
+            inner: Arc::new(ManagerInner {
+                store,
+                config,
+                cookie_name,
+                gc: Mutex::new(None),
+            }),
+        })
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The cookie name as sent (with `__Host-` when enabled).
+    pub fn cookie_name(&self) -> &str {
+        &self.inner.cookie_name
+    }
+
+    /// Starts the session of a request from its headers. Does no I/O.
+    pub fn start(&self, headers: &HeaderMap) -> Session {
+        let (token, had_token) = cookie::read_token(self, headers);
+        Session::new(self.clone(), token, had_token)
+    }
+
+    /// A fresh record as a new session at `now` would get it.
+    pub(crate) fn blank_record(&self, now: Millis) -> Record {
+        let c = &self.inner.config;
+        Record::new(
+            now,
+            now.saturating_add(millis(c.idle_timeout)),
+            now.saturating_add(millis(c.absolute_timeout)),
+        )
+    }
+
+    /// Runs one store call under the configured timeout.
+    pub(crate) async fn call<T>(
+        &self,
+        op: &'static str,
+        fut: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let after = self.inner.config.store_timeout;
+        match tokio::time::timeout(after, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::Timeout {
+                store: self.inner.store.kind(),
+                op,
+                after,
+            }),
+        }
+    }
+
+    /// True if `record` is still valid under this manager's timeouts at `now` (the store only
+    /// knows the deadline written at save time; a shortened timeout applies at once).
+    fn is_live(&self, record: &Record, now: Millis) -> bool {
+        let c = &self.inner.config;
+        !record.is_expired(now)
+            && record.absolute_expires_at > now
+            && record.created.saturating_add(millis(c.absolute_timeout)) > now
+            && record.last_access.saturating_add(millis(c.idle_timeout)) > now
+    }
+
+    /// Loads the stored session of a request into its state (called once, lazily).
+    pub(crate) async fn load_into(&self, inner: &Inner, st: &mut State) -> Result<()> {
+        let Some(id) = &inner.token else {
+            return Ok(());
+        };
+        let now = st.now;
+        let store = &self.inner.store;
+        let key = id.key();
+        let Some(record) = self.call("load", store.load(&key, now)).await? else {
+            tracing::debug!(target: "sessionkit::suspicious", key = %key.short(), "unknown or expired session id");
+            return Ok(());
+        };
+        if let Some(next) = record.successor().copied() {
+            // A rotation alias: the request was in flight when the ID changed. It may read the
+            // session's new home, never write to it.
+            let Some(target) = self.call("load", store.load(&next, now)).await? else {
+                return Ok(());
+            };
+            if !self.is_live(&target, now) {
+                return Ok(());
+            }
+            tracing::debug!(key = %key.short(), "request used the previous id inside its grace window");
+            st.view = target.clone();
+            st.current = Some(Current {
+                id: id.clone(),
+                key: next,
+                base: target,
+                read_only: true,
+            });
+            return Ok(());
+        }
+        if !self.is_live(&record, now) {
+            return Ok(());
+        }
+        st.view = record.clone();
+        st.current = Some(Current {
+            id: id.clone(),
+            key,
+            base: record,
+            read_only: false,
+        });
+        Ok(())
+    }
+
+    /// Writes what the request changed and returns the headers to add to the response.
+    ///
+    /// On error nothing is sent to the client (the HTTP layer answers 503 without a cookie).
+    pub async fn finish(&self, session: &Session) -> Result<SessionHeaders> {
+        let inner = &session.inner;
+        let mut st = inner.state.lock().await;
+        if !st.loaded {
+            // The handler never looked at the session: no store call at all.
+            return Ok(SessionHeaders::default());
+        }
+        if let Some(msg) = &st.failed {
+            return Err(Error::backend(self.inner.store.kind(), "load", msg.clone()));
+        }
+        let now = now_millis();
+        let store = &self.inner.store;
+        let forget = || {
+            if inner.had_token {
+                cookie::removal(self)
+            } else {
+                SessionHeaders::default()
+            }
+        };
+
+        let Some(current) = st.current.take() else {
+            // No stored session. Store a new one only if the request put something in it.
+            if st.destroy || st.ops.is_empty() {
+                return Ok(forget());
+            }
+            let mut record = self.blank_record(now);
+            for op in &st.ops {
+                op.apply(&mut record)?;
+            }
+            if record.data.is_empty() && record.user.is_none() && record.csrf.is_none() {
+                return Ok(forget());
+            }
+            for _ in 0..4 {
+                let id = SessionId::generate()?;
+                match self.call("create", store.create(&id.key(), &record)).await {
+                    Ok(()) => return Ok(cookie::issue(self, &id, &record)),
+                    // 2^-256 odds; try another ID rather than fail.
+                    Err(Error::Exists) => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            return Err(Error::Contention(4));
+        };
+
+        if current.read_only {
+            if !st.ops.is_empty() || st.cycle || st.destroy {
+                tracing::warn!(target: "sessionkit::suspicious", key = %current.key.short(),
+                    "write through a previous (grace window) id ignored");
+            }
+            return Ok(SessionHeaders::default());
+        }
+        if st.destroy {
+            self.call("destroy", store.destroy(&current.key)).await?;
+            return Ok(forget());
+        }
+
+        let c = &self.inner.config;
+        let periodic = c.rotate_after.is_some_and(|after| {
+            current.base.user.is_some()
+                && now.saturating_sub(current.base.id_issued) >= millis(after)
+        });
+        if st.ops.is_empty() && !st.cycle && !periodic {
+            if now.saturating_sub(current.base.last_access) >= millis(c.touch_interval) {
+                let expires = now
+                    .saturating_add(millis(c.idle_timeout))
+                    .min(current.base.absolute_expires_at);
+                self.call("touch", store.touch(&current.key, now, expires))
+                    .await?;
+            }
+            return Ok(SessionHeaders::default());
+        }
+
+        let rotate = st.cycle || periodic;
+        // A periodic rotation leaves the old ID readable for a grace window; a privilege change
+        // (cycle_id, set_user) kills it at once.
+        let grace = (periodic && !st.cycle).then(|| now.saturating_add(millis(c.rotation_grace)));
+        let mut key = current.key;
+        let mut base = current.base;
+        for attempt in 0..c.max_retries {
+            let mut record = base.clone();
+            for op in &st.ops {
+                op.apply(&mut record)?;
+            }
+            record.version = base.version + 1;
+            record.last_access = now;
+            record.expires_at = now
+                .saturating_add(millis(c.idle_timeout))
+                .min(record.absolute_expires_at);
+            let outcome = if rotate {
+                record.id_issued = now;
+                let id = SessionId::generate()?;
+                self.call(
+                    "rotate",
+                    store.rotate(&key, base.version, &id.key(), &record, grace),
+                )
+                .await
+                .map(|()| Some(id))
+            } else {
+                self.call("save", store.save(&key, &record, base.version))
+                    .await
+                    .map(|()| None)
+            };
+            match outcome {
+                Ok(Some(id)) => return Ok(cookie::issue(self, &id, &record)),
+                Ok(None) => return Ok(SessionHeaders::default()),
+                Err(Error::Conflict) | Err(Error::Exists) => {}
+                Err(e) => return Err(e),
+            }
+            // Lost the race: reload and replay on what the winner wrote.
+            let Some(fresh) = self.call("load", store.load(&key, now)).await? else {
+                // Destroyed (logout) or expired meanwhile: never bring it back.
+                return Ok(forget());
+            };
+            if let Some(next) = fresh.successor().copied() {
+                // Rotated by a concurrent request while this one was in flight: follow the
+                // session to its new key, keep the client's (grace window) token.
+                if rotate {
+                    return Ok(SessionHeaders::default());
+                }
+                key = next;
+                match self.call("load", store.load(&key, now)).await? {
+                    Some(r) => base = r,
+                    None => return Ok(forget()),
+                }
+            } else {
+                base = fresh;
+            }
+            if attempt >= 2 {
+                // Many writers on one session: step aside briefly so they do not all retry in
+                // lockstep.
+                tokio::time::sleep(Duration::from_micros(50 << attempt.min(8))).await;
+            } else {
+                tokio::task::yield_now().await;
+            }
+        }
+        Err(Error::Contention(c.max_retries))
+    }
+
+    /// One full GC pass: removes every record expired at `now`, in batches; returns the count.
+    pub async fn gc_once(&self) -> Result<u64> {
+        run_gc(&self.inner.store, &self.inner.config).await
+    }
+
+    /// Starts the background GC task (idempotent). It runs every `gc_interval`, survives store
+    /// errors (logged) and stops on [`Manager::shutdown`] or when the last `Manager` clone is
+    /// dropped. Must be called inside a tokio runtime.
+    pub fn spawn_gc(&self) {
+        let mut gc = self.inner.gc.lock().unwrap_or_else(|e| e.into_inner());
+        if gc.is_some() {
+            return;
+        }
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let weak: Weak<ManagerInner> = Arc::downgrade(&self.inner);
+        let interval = self.inner.config.gc_interval;
+        let handle = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stopped.changed() => return,
+                }
+                let Some(inner) = weak.upgrade() else { return };
+                match run_gc(&inner.store, &inner.config).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(removed = n, "session gc pass"),
+                    Err(e) => tracing::warn!(error = %e, "session gc pass failed; will retry"),
+                }
+            }
+        });
+        *gc = Some(GcTask { stop, handle });
+    }
+
+    /// Stops the background GC task and waits for it to finish.
+    pub async fn shutdown(&self) {
+        let task = self
+            .inner
+            .gc
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(task) = task {
+            let _ = task.stop.send(true);
+            let _ = task.handle.await;
+        }
+    }
+
+    /// The live sessions of `user` (metadata only), oldest first. `current` marks the session
+    /// of the asking request.
+    pub async fn sessions_of(
+        &self,
+        user: &str,
+        current: Option<&Session>,
+    ) -> Result<Vec<SessionInfo>> {
+        let now = now_millis();
+        let mine = match current {
+            Some(s) => s.key().await?,
+            None => None,
+        };
+        let list = self
+            .call("sessions_of", self.inner.store.sessions_of(user, now))
+            .await?;
+        Ok(list
+            .into_iter()
+            .filter(|(_, r)| self.is_live(r, now))
+            .map(|(key, r)| SessionInfo {
+                handle: key.short(),
+                created: r.created,
+                last_seen: r.last_access,
+                expires_at: r.expires_at,
+                device: r.extra.as_ref().and_then(|e| e.device.clone()),
+                ip_prefix: r.extra.as_ref().and_then(|e| e.ip_prefix.clone()),
+                current: Some(key) == mine,
+            })
+            .collect())
+    }
+
+    /// Ends the session of `user` whose [`SessionInfo::handle`] is `handle`; true if found.
+    pub async fn revoke(&self, user: &str, handle: &str) -> Result<bool> {
+        let now = now_millis();
+        let list = self
+            .call("sessions_of", self.inner.store.sessions_of(user, now))
+            .await?;
+        for (key, _) in list {
+            if key.short() == handle {
+                return self.call("destroy", self.inner.store.destroy(&key)).await;
+            }
+        }
+        Ok(false)
+    }
+
+    /// Ends every session of `user` ("log out everywhere"); returns how many.
+    pub async fn revoke_all(&self, user: &str) -> Result<u64> {
+        self.call("destroy_user", self.inner.store.destroy_user(user))
+            .await
+    }
+
+    /// Ends every session of `user` except `keep` (the asking request's); returns how many.
+    pub async fn revoke_all_except(&self, user: &str, keep: &Session) -> Result<u64> {
+        let keep = keep.key().await?;
+        let now = now_millis();
+        let list = self
+            .call("sessions_of", self.inner.store.sessions_of(user, now))
+            .await?;
+        let mut n = 0;
+        for (key, _) in list {
+            if Some(key) != keep && self.call("destroy", self.inner.store.destroy(&key)).await? {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Checks that the store answers (for health endpoints).
+    pub async fn ping(&self) -> Result<()> {
+        self.call("ping", self.inner.store.ping()).await
+    }
+
+    /// The key of a token (for tools); `None` if the token is malformed.
+    pub fn key_of(&self, token: &str) -> Option<Key> {
+        SessionId::parse(token).map(|id| id.key())
+    }
+}
+
+async fn run_gc(store: &Arc<dyn Store>, config: &Config) -> Result<u64> {
+    let now = now_millis();
+    let mut total = 0u64;
+    loop {
+        let n = match tokio::time::timeout(config.store_timeout, store.gc(now, config.gc_batch))
+            .await
+        {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(Error::Timeout {
+                    store: store.kind(),
+                    op: "gc",
+                    after: config.store_timeout,
+                })
+            }
+        };
+        total += n as u64;
+        if n < config.gc_batch {
+            return Ok(total);
+        }
+        // Let request traffic in between batches.
+        tokio::task::yield_now().await;
+    }
+}
+
+pub(crate) fn millis(d: Duration) -> Millis {
+    d.as_millis().min(i64::MAX as u128) as Millis
+}

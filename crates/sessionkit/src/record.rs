@@ -1,0 +1,471 @@
+//! The stored form of a session.
+//!
+//! A [`Record`] is what a store keeps under a [`Key`]: the key/value data, the timestamps that
+//! drive expiry, the optional user, and the version that makes `save` a compare-and-set.
+//! [`Record::encode`] / [`Record::decode`] give every byte-oriented store (file, SQLite, Redis,
+//! Postgres) one shared, checksummed format, so corrupt or foreign bytes are detected in one place
+//! and a record filed under the wrong key is never served.
+
+use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::error::{Error, Result};
+use crate::id::Key;
+
+/// Milliseconds since the Unix epoch. All record times use it.
+pub type Millis = i64;
+
+/// The current time in [`Millis`].
+pub fn now_millis() -> Millis {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as Millis)
+        .unwrap_or(0)
+}
+
+/// Session data: keys mapped to JSON text, packed in one buffer.
+///
+/// Sessions hold a handful of small values, so a packed buffer (one allocation, linear lookup)
+/// beats a map on both memory and speed; values stay JSON so any serde type fits.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Data {
+    // Entries as (u16 key length, key bytes, u32 value length, value bytes), in insertion order.
+    buf: Vec<u8>,
+}
+
+impl Data {
+    /// An empty data set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// True when there are no entries.
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.iter().count()
+    }
+
+    /// The JSON text stored under `key`.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+    }
+
+    /// Sets `key` to the JSON text `value`. Keys longer than 65,535 bytes are rejected.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<()> {
+        if key.len() > u16::MAX as usize || value.len() > u32::MAX as usize {
+            return Err(Error::Config(format!(
+                "session key or value too large ({} / {} bytes)",
+                key.len(),
+                value.len()
+            )));
+        }
+        self.remove(key);
+        self.buf.reserve(2 + key.len() + 4 + value.len());
+        self.buf
+            .extend_from_slice(&(key.len() as u16).to_le_bytes());
+        self.buf.extend_from_slice(key.as_bytes());
+        self.buf
+            .extend_from_slice(&(value.len() as u32).to_le_bytes());
+        self.buf.extend_from_slice(value.as_bytes());
+        Ok(())
+    }
+
+    /// Removes `key`; true if it was present.
+    pub fn remove(&mut self, key: &str) -> bool {
+        let mut at = 0;
+        while at < self.buf.len() {
+            let (k, _, next) = entry_at(&self.buf, at);
+            if k == key {
+                self.buf.drain(at..next);
+                return true;
+            }
+            at = next;
+        }
+        false
+    }
+
+    /// Removes every entry.
+    pub fn clear(&mut self) {
+        self.buf.clear();
+    }
+
+    /// The entries as (key, JSON text), in insertion order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        let mut at = 0;
+        std::iter::from_fn(move || {
+            if at >= self.buf.len() {
+                return None;
+            }
+            let (k, v, next) = entry_at(&self.buf, at);
+            at = next;
+            Some((k, v))
+        })
+    }
+
+    /// Rebuilds from packed bytes, validating the layout and UTF-8.
+    fn from_packed(buf: Vec<u8>) -> Result<Self> {
+        let mut at = 0;
+        while at < buf.len() {
+            let klen = read_u16(&buf, at).ok_or_else(|| corrupt("data key length"))? as usize;
+            let kend = at + 2 + klen;
+            let key = buf.get(at + 2..kend).ok_or_else(|| corrupt("data key"))?;
+            std::str::from_utf8(key).map_err(|_| corrupt("data key utf-8"))?;
+            let vlen = read_u32(&buf, kend).ok_or_else(|| corrupt("data value length"))? as usize;
+            let vend = (kend + 4)
+                .checked_add(vlen)
+                .ok_or_else(|| corrupt("data value length"))?;
+            let value = buf
+                .get(kend + 4..vend)
+                .ok_or_else(|| corrupt("data value"))?;
+            std::str::from_utf8(value).map_err(|_| corrupt("data value utf-8"))?;
+            at = vend;
+        }
+        Ok(Self { buf })
+    }
+}
+
+// Only called on buffers built by `set` or validated by `from_packed`.
+fn entry_at(buf: &[u8], at: usize) -> (&str, &str, usize) {
+    let klen = u16::from_le_bytes([buf[at], buf[at + 1]]) as usize;
+    let kend = at + 2 + klen;
+    let vlen = u32::from_le_bytes(buf[kend..kend + 4].try_into().unwrap()) as usize;
+    let vend = kend + 4 + vlen;
+    // Safety of the unwraps: layout and UTF-8 were checked when the bytes entered the buffer.
+    let k = std::str::from_utf8(&buf[at + 2..kend]).unwrap_or("");
+    let v = std::str::from_utf8(&buf[kend + 4..vend]).unwrap_or("null");
+    (k, v, vend)
+}
+
+impl fmt::Debug for Data {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+/// How and when the user last proved who they are (see `Session::set_user`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthInfo {
+    /// When the user authenticated.
+    pub at: Millis,
+    /// How, in the app's words (e.g. `"password"`, `"webauthn"`).
+    pub method: String,
+}
+
+/// Optional descriptive fields, kept out of line because most sessions never set them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Extra {
+    /// Authentication details of the current user.
+    pub auth: Option<AuthInfo>,
+    /// A device label the app chose to record (e.g. a shortened user agent).
+    pub device: Option<String>,
+    /// A network prefix the app chose to record (e.g. `"203.0.113.0/24"`).
+    pub ip_prefix: Option<String>,
+    /// Set on the short-lived alias left behind by a rotation with a grace window: the key of the
+    /// session's new home. Such a record carries no data of its own.
+    pub successor: Option<Key>,
+}
+
+/// A stored session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    /// The key/value data.
+    pub data: Data,
+    /// When the session was created.
+    pub created: Millis,
+    /// When the session was last used (updated by saves and throttled touches).
+    pub last_access: Millis,
+    /// When the session expires: the earlier of the idle and the absolute deadline.
+    pub expires_at: Millis,
+    /// The absolute deadline; touching never moves it.
+    pub absolute_expires_at: Millis,
+    /// When the current ID was issued (for periodic rotation).
+    pub id_issued: Millis,
+    /// The signed-in user, if any. Stores index sessions by it.
+    pub user: Option<String>,
+    /// The CSRF token of this session, once one was asked for.
+    pub csrf: Option<String>,
+    /// Compare-and-set version: 1 on create, +1 on every save.
+    pub version: u64,
+    /// Rarely set fields.
+    pub extra: Option<Box<Extra>>,
+}
+
+impl Record {
+    /// A new, empty record created at `now` with the given deadlines.
+    pub fn new(now: Millis, expires_at: Millis, absolute_expires_at: Millis) -> Self {
+        Self {
+            data: Data::new(),
+            created: now,
+            last_access: now,
+            expires_at: expires_at.min(absolute_expires_at),
+            absolute_expires_at,
+            id_issued: now,
+            user: None,
+            csrf: None,
+            version: 1,
+            extra: None,
+        }
+    }
+
+    /// True if the record is expired at `now`.
+    pub fn is_expired(&self, now: Millis) -> bool {
+        self.expires_at <= now
+    }
+
+    /// The grace-window alias target, if this record is one.
+    pub fn successor(&self) -> Option<&Key> {
+        self.extra.as_ref().and_then(|e| e.successor.as_ref())
+    }
+
+    /// Mutable access to the out-of-line fields, creating them on first use.
+    pub fn extra_mut(&mut self) -> &mut Extra {
+        self.extra.get_or_insert_with(Default::default)
+    }
+
+    /// Encodes the record for a byte-oriented store. The key is embedded so that a record copied
+    /// under another key is rejected by [`Record::decode`].
+    pub fn encode(&self, key: &Key) -> Vec<u8> {
+        let mut out = Vec::with_capacity(96 + self.data.buf.len());
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&key.0);
+        out.extend_from_slice(&self.version.to_le_bytes());
+        for t in [
+            self.created,
+            self.last_access,
+            self.expires_at,
+            self.absolute_expires_at,
+            self.id_issued,
+        ] {
+            out.extend_from_slice(&t.to_le_bytes());
+        }
+        let extra = self.extra.as_deref();
+        let auth = extra.and_then(|e| e.auth.as_ref());
+        let successor = extra.and_then(|e| e.successor.as_ref());
+        let flags = (self.user.is_some() as u8)
+            | (self.csrf.is_some() as u8) << 1
+            | (auth.is_some() as u8) << 2
+            | (extra.and_then(|e| e.device.as_ref()).is_some() as u8) << 3
+            | (extra.and_then(|e| e.ip_prefix.as_ref()).is_some() as u8) << 4
+            | (successor.is_some() as u8) << 5;
+        out.push(flags);
+        let put_str = |out: &mut Vec<u8>, s: &str| {
+            out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+            out.extend_from_slice(s.as_bytes());
+        };
+        if let Some(u) = &self.user {
+            put_str(&mut out, u);
+        }
+        if let Some(c) = &self.csrf {
+            put_str(&mut out, c);
+        }
+        if let Some(a) = auth {
+            out.extend_from_slice(&a.at.to_le_bytes());
+            put_str(&mut out, &a.method);
+        }
+        if let Some(d) = extra.and_then(|e| e.device.as_ref()) {
+            put_str(&mut out, d);
+        }
+        if let Some(ip) = extra.and_then(|e| e.ip_prefix.as_ref()) {
+            put_str(&mut out, ip);
+        }
+        if let Some(s) = successor {
+            out.extend_from_slice(&s.0);
+        }
+        out.extend_from_slice(&(self.data.buf.len() as u32).to_le_bytes());
+        out.extend_from_slice(&self.data.buf);
+        let crc = crc32fast::hash(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    /// Decodes bytes written by [`Record::encode`] for `key`. Truncated, altered, foreign or
+    /// misfiled bytes give [`Error::Corrupt`]; this never panics.
+    pub fn decode(key: &Key, bytes: &[u8]) -> Result<Self> {
+        if bytes.len() < MAGIC.len() + 32 + 8 + 40 + 1 + 4 + 4 {
+            return Err(corrupt("too short"));
+        }
+        if &bytes[..4] != MAGIC {
+            return Err(corrupt("not a sessionkit record (bad magic)"));
+        }
+        let (body, crc) = bytes.split_at(bytes.len() - 4);
+        if crc32fast::hash(body) != u32::from_le_bytes(crc.try_into().unwrap()) {
+            return Err(corrupt("checksum mismatch"));
+        }
+        let mut r = Reader { buf: body, at: 4 };
+        if r.take(32)? != key.0 {
+            return Err(corrupt("record belongs to another key"));
+        }
+        let version = r.u64()?;
+        let created = r.i64()?;
+        let last_access = r.i64()?;
+        let expires_at = r.i64()?;
+        let absolute_expires_at = r.i64()?;
+        let id_issued = r.i64()?;
+        let flags = r.take(1)?[0];
+        if flags >> 6 != 0 {
+            return Err(corrupt("unknown flags"));
+        }
+        let user = if flags & 1 != 0 {
+            Some(r.string()?)
+        } else {
+            None
+        };
+        let csrf = if flags & 2 != 0 {
+            Some(r.string()?)
+        } else {
+            None
+        };
+        let mut extra = Extra::default();
+        if flags & 4 != 0 {
+            let at = r.i64()?;
+            extra.auth = Some(AuthInfo {
+                at,
+                method: r.string()?,
+            });
+        }
+        if flags & 8 != 0 {
+            extra.device = Some(r.string()?);
+        }
+        if flags & 16 != 0 {
+            extra.ip_prefix = Some(r.string()?);
+        }
+        if flags & 32 != 0 {
+            extra.successor = Some(Key(r.take(32)?.try_into().unwrap()));
+        }
+        let dlen = r.u32()? as usize;
+        let data = Data::from_packed(r.take(dlen)?.to_vec())?;
+        if r.at != body.len() {
+            return Err(corrupt("trailing bytes"));
+        }
+        Ok(Record {
+            data,
+            created,
+            last_access,
+            expires_at,
+            absolute_expires_at,
+            id_issued,
+            user,
+            csrf,
+            version,
+            extra: (extra != Extra::default()).then(|| Box::new(extra)),
+        })
+    }
+}
+
+const MAGIC: &[u8; 4] = b"SKR\x01";
+
+fn corrupt(what: &str) -> Error {
+    Error::Corrupt(what.to_owned())
+}
+
+fn read_u16(buf: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_le_bytes(buf.get(at..at + 2)?.try_into().ok()?))
+}
+
+fn read_u32(buf: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(
+        buf.get(at..at.checked_add(4)?)?.try_into().ok()?,
+    ))
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        let end = self.at.checked_add(n).ok_or_else(|| corrupt("length"))?;
+        let s = self
+            .buf
+            .get(self.at..end)
+            .ok_or_else(|| corrupt("truncated"))?;
+        self.at = end;
+        Ok(s)
+    }
+    fn u32(&mut self) -> Result<u32> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().unwrap()))
+    }
+    fn u64(&mut self) -> Result<u64> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().unwrap()))
+    }
+    fn i64(&mut self) -> Result<i64> {
+        Ok(i64::from_le_bytes(self.take(8)?.try_into().unwrap()))
+    }
+    fn string(&mut self) -> Result<String> {
+        let n = self.u32()? as usize;
+        String::from_utf8(self.take(n)?.to_vec()).map_err(|_| corrupt("utf-8"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::SessionId;
+
+    fn sample() -> (Key, Record) {
+        let key = SessionId::generate().unwrap().key();
+        let mut r = Record::new(1_000, 2_000, 3_000);
+        r.data.set("count", "7").unwrap();
+        r.data.set("name", "\"ann\"").unwrap();
+        r.user = Some("ann".into());
+        r.csrf = Some("tok".into());
+        r.extra_mut().auth = Some(AuthInfo {
+            at: 5,
+            method: "password".into(),
+        });
+        r.extra_mut().device = Some("Firefox".into());
+        r.version = 9;
+        (key, r)
+    }
+
+    #[test]
+    fn data_set_get_remove() {
+        let mut d = Data::new();
+        d.set("a", "1").unwrap();
+        d.set("b", "2").unwrap();
+        d.set("a", "3").unwrap();
+        assert_eq!(d.get("a"), Some("3"));
+        assert_eq!(d.get("b"), Some("2"));
+        assert_eq!(d.len(), 2);
+        assert!(d.remove("b"));
+        assert!(!d.remove("b"));
+        assert_eq!(d.iter().collect::<Vec<_>>(), vec![("a", "3")]);
+        d.clear();
+        assert!(d.is_empty());
+    }
+
+    #[test]
+    fn encode_decode_round_trip() {
+        let (key, r) = sample();
+        let bytes = r.encode(&key);
+        assert_eq!(Record::decode(&key, &bytes).unwrap(), r);
+        let plain = Record::new(1, 2, 3);
+        assert_eq!(Record::decode(&key, &plain.encode(&key)).unwrap(), plain);
+    }
+
+    #[test]
+    fn decode_rejects_every_truncation_flip_and_foreign_key() {
+        let (key, r) = sample();
+        let bytes = r.encode(&key);
+        for n in 0..bytes.len() {
+            assert!(
+                Record::decode(&key, &bytes[..n]).is_err(),
+                "truncated at {n}"
+            );
+        }
+        for i in 0..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 0x40;
+            assert!(Record::decode(&key, &b).is_err(), "flip at {i}");
+        }
+        let other = SessionId::generate().unwrap().key();
+        assert!(Record::decode(&other, &bytes).is_err());
+        assert!(Record::decode(&key, &vec![0; bytes.len()]).is_err());
+        assert!(Record::decode(&key, b"{\"json\":true}").is_err());
+    }
+}

@@ -1,0 +1,325 @@
+//! [`Session`]: the per-request handle.
+//!
+//! The handle is lazy: nothing touches the store until a handler reads or writes. Reads see the
+//! request's own writes at once; the writes themselves are recorded as operations and applied by
+//! the manager when the request finishes, with compare-and-set and replay on conflict, so two
+//! requests on one session never lose each other's changes.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use subtle::ConstantTimeEq;
+
+use crate::error::{Error, Result};
+use crate::id::{Key, SessionId};
+use crate::manager::Manager;
+use crate::record::{AuthInfo, Millis, Record};
+
+/// A recorded change, replayable on a fresher copy of the record.
+#[derive(Clone)]
+pub(crate) enum Op {
+    Set(String, String),
+    Remove(String),
+    Update(String, UpdateFn),
+    Clear,
+    SetUser(Option<String>, Option<AuthInfo>),
+    Csrf(String),
+    Device(Option<String>, Option<String>),
+}
+
+pub(crate) type UpdateFn = Arc<dyn Fn(Option<&str>) -> Result<String> + Send + Sync>;
+
+impl Op {
+    /// Applies the operation to `record`. For `Csrf`, an existing token wins (another request may
+    /// have handed it out already).
+    pub(crate) fn apply(&self, record: &mut Record) -> Result<()> {
+        match self {
+            Op::Set(k, v) => record.data.set(k, v)?,
+            Op::Remove(k) => {
+                record.data.remove(k);
+            }
+            Op::Update(k, f) => {
+                let new = f(record.data.get(k))?;
+                record.data.set(k, &new)?;
+            }
+            Op::Clear => record.data.clear(),
+            Op::SetUser(user, auth) => {
+                record.user = user.clone();
+                if auth.is_some() || record.extra.is_some() {
+                    record.extra_mut().auth = auth.clone();
+                }
+            }
+            Op::Csrf(token) => {
+                record.csrf.get_or_insert_with(|| token.clone());
+            }
+            Op::Device(device, ip) => {
+                let extra = record.extra_mut();
+                extra.device = device.clone();
+                extra.ip_prefix = ip.clone();
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The stored session this request resolved to.
+pub(crate) struct Current {
+    pub(crate) id: SessionId,
+    pub(crate) key: Key,
+    /// The record as loaded (base for compare-and-set).
+    pub(crate) base: Record,
+    /// Loaded through a rotation alias inside its grace window: reads only.
+    pub(crate) read_only: bool,
+}
+
+pub(crate) struct State {
+    pub(crate) loaded: bool,
+    pub(crate) failed: Option<String>,
+    pub(crate) current: Option<Current>,
+    /// What this request sees: the loaded record plus its own operations.
+    pub(crate) view: Record,
+    pub(crate) ops: Vec<Op>,
+    pub(crate) cycle: bool,
+    pub(crate) destroy: bool,
+    pub(crate) now: Millis,
+}
+
+pub(crate) struct Inner {
+    pub(crate) manager: Manager,
+    /// The syntactically valid token the request carried, if any.
+    pub(crate) token: Option<SessionId>,
+    /// The request carried something under the session cookie name (valid or not).
+    pub(crate) had_token: bool,
+    pub(crate) state: tokio::sync::Mutex<State>,
+}
+
+/// The session of one request. Cheap to clone; clones share state.
+///
+/// Get it from the axum extractor or [`Manager::start`]. Every method that may need the stored
+/// record is async (the first one loads it).
+///
+/// ```
+/// # use std::sync::Arc;
+/// # use sessionkit::{Config, Manager, MemoryStore};
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let manager = Manager::new(Arc::new(MemoryStore::new()), Config::default()).unwrap();
+/// let session = manager.start(&http::HeaderMap::new());
+/// let n: u64 = session.update("visits", |n: Option<u64>| n.unwrap_or(0) + 1).await.unwrap();
+/// assert_eq!(n, 1);
+/// let headers = manager.finish(&session).await.unwrap();
+/// assert!(headers.set_cookie().is_some());
+/// # });
+/// ```
+#[derive(Clone)]
+pub struct Session {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("token", &self.inner.token)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    pub(crate) fn new(manager: Manager, token: Option<SessionId>, had_token: bool) -> Self {
+        let now = crate::record::now_millis();
+        let view = manager.blank_record(now);
+        Self {
+            inner: Arc::new(Inner {
+                manager,
+                token,
+                had_token,
+                state: tokio::sync::Mutex::new(State {
+                    loaded: false,
+                    failed: None,
+                    current: None,
+                    view,
+                    ops: Vec::new(),
+                    cycle: false,
+                    destroy: false,
+                    now,
+                }),
+            }),
+        }
+    }
+
+    async fn state(&self) -> Result<tokio::sync::MutexGuard<'_, State>> {
+        let mut st = self.inner.state.lock().await;
+        if !st.loaded {
+            st.loaded = true;
+            if let Err(e) = self.inner.manager.load_into(&self.inner, &mut st).await {
+                st.failed = Some(e.to_string());
+                return Err(e);
+            }
+        }
+        if let Some(msg) = &st.failed {
+            return Err(Error::backend("session", "load", msg.clone()));
+        }
+        Ok(st)
+    }
+
+    fn record(st: &mut State, op: Op) -> Result<()> {
+        op.apply(&mut st.view)?;
+        st.ops.push(op);
+        Ok(())
+    }
+
+    /// The value under `key`, deserialized as `T`.
+    pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        let st = self.state().await?;
+        st.view
+            .data
+            .get(key)
+            .map(|v| serde_json::from_str(v).map_err(|e| value_err(key, e)))
+            .transpose()
+    }
+
+    /// Sets `key` to `value`.
+    pub async fn insert<T: Serialize>(&self, key: &str, value: T) -> Result<()> {
+        let json = serde_json::to_string(&value).map_err(|e| value_err(key, e))?;
+        let mut st = self.state().await?;
+        Self::record(&mut st, Op::Set(key.to_owned(), json))
+    }
+
+    /// Removes `key`; true if it was present.
+    pub async fn remove(&self, key: &str) -> Result<bool> {
+        let mut st = self.state().await?;
+        let had = st.view.data.get(key).is_some();
+        Self::record(&mut st, Op::Remove(key.to_owned()))?;
+        Ok(had)
+    }
+
+    /// Replaces the value under `key` with `f(current)` and returns the new value.
+    ///
+    /// `f` may run again at the end of the request on fresher data if another request changed
+    /// the session meanwhile, so `update("n", |n| n.unwrap_or(0) + 1)` counts exactly.
+    pub async fn update<T, F>(&self, key: &str, f: F) -> Result<T>
+    where
+        T: Serialize + DeserializeOwned,
+        F: Fn(Option<T>) -> T + Send + Sync + 'static,
+    {
+        let name = key.to_owned();
+        let func: UpdateFn = Arc::new(move |cur: Option<&str>| {
+            let old = cur
+                .map(serde_json::from_str::<T>)
+                .transpose()
+                .map_err(|e| value_err(&name, e))?;
+            serde_json::to_string(&f(old)).map_err(|e| value_err(&name, e))
+        });
+        let mut st = self.state().await?;
+        Self::record(&mut st, Op::Update(key.to_owned(), func))?;
+        let v = st.view.data.get(key).unwrap_or("null");
+        serde_json::from_str(v).map_err(|e| value_err(key, e))
+    }
+
+    /// Removes every value (the user and CSRF token stay; see [`Session::destroy`]).
+    pub async fn clear(&self) -> Result<()> {
+        let mut st = self.state().await?;
+        Self::record(&mut st, Op::Clear)
+    }
+
+    /// The signed-in user.
+    pub async fn user(&self) -> Result<Option<String>> {
+        Ok(self.state().await?.view.user.clone())
+    }
+
+    /// Signs `user` in (or out with `None`), recording when and how they authenticated, and
+    /// gives the session a new ID at the end of the request (privilege change: see
+    /// [`Session::cycle_id`]).
+    pub async fn set_user(&self, user: Option<&str>, method: &str) -> Result<()> {
+        let mut st = self.state().await?;
+        let auth = user.map(|_| AuthInfo {
+            at: st.now,
+            method: method.to_owned(),
+        });
+        Self::record(&mut st, Op::SetUser(user.map(str::to_owned), auth))?;
+        st.cycle = true;
+        Ok(())
+    }
+
+    /// How and when the user last authenticated (for "confirm your password" checks).
+    pub async fn auth_info(&self) -> Result<Option<AuthInfo>> {
+        let st = self.state().await?;
+        Ok(st.view.extra.as_ref().and_then(|e| e.auth.clone()))
+    }
+
+    /// Records a device label and network prefix for the "your sessions" list.
+    pub async fn set_device(&self, device: Option<&str>, ip_prefix: Option<&str>) -> Result<()> {
+        let mut st = self.state().await?;
+        let op = Op::Device(device.map(str::to_owned), ip_prefix.map(str::to_owned));
+        Self::record(&mut st, op)
+    }
+
+    /// Issues a new ID at the end of the request: same data, the old ID dead at once. Call it on
+    /// every privilege change (login, sudo mode).
+    pub async fn cycle_id(&self) -> Result<()> {
+        let mut st = self.state().await?;
+        st.cycle = true;
+        Ok(())
+    }
+
+    /// Ends the session: the stored record is deleted at the end of the request and the client
+    /// is told to forget its token.
+    pub async fn destroy(&self) -> Result<()> {
+        let mut st = self.state().await?;
+        st.destroy = true;
+        Ok(())
+    }
+
+    /// The session's CSRF token, created on first use (which makes a new session worth storing).
+    pub async fn csrf_token(&self) -> Result<String> {
+        let mut st = self.state().await?;
+        if let Some(t) = &st.view.csrf {
+            return Ok(t.clone());
+        }
+        let token = crate::id::random_token()?;
+        Self::record(&mut st, Op::Csrf(token.clone()))?;
+        Ok(token)
+    }
+
+    /// Checks `candidate` against the session's CSRF token in constant time. A session without a
+    /// token accepts nothing.
+    pub async fn verify_csrf(&self, candidate: &str) -> Result<bool> {
+        let st = self.state().await?;
+        Ok(match &st.view.csrf {
+            Some(t) => {
+                t.len() == candidate.len() && bool::from(t.as_bytes().ct_eq(candidate.as_bytes()))
+            }
+            None => false,
+        })
+    }
+
+    /// The current ID, once loaded; `None` for a session not stored yet. The ID is a credential:
+    /// do not log it.
+    pub async fn id(&self) -> Result<Option<SessionId>> {
+        let st = self.state().await?;
+        Ok(st.current.as_ref().map(|c| c.id.clone()))
+    }
+
+    /// True if this request resolved to no stored session (yet).
+    pub async fn is_new(&self) -> Result<bool> {
+        Ok(self.state().await?.current.is_none())
+    }
+
+    /// When the session was created (for a new session: this request's time).
+    pub async fn created(&self) -> Result<Millis> {
+        Ok(self.state().await?.view.created)
+    }
+
+    /// The at-rest key of the stored session (a hash, not a credential).
+    pub async fn key(&self) -> Result<Option<Key>> {
+        Ok(self.state().await?.current.as_ref().map(|c| c.key))
+    }
+}
+
+fn value_err(key: &str, source: serde_json::Error) -> Error {
+    Error::Value {
+        key: key.to_owned(),
+        source,
+    }
+}

@@ -1,0 +1,125 @@
+//! The [`Store`] trait, the contract every session store keeps, and [`open`], which picks a store
+//! by URL.
+//!
+//! The contract (pinned by the conformance suite in `testkit`):
+//!
+//! - `load` never creates and never returns an expired record; unknown keys are `Ok(None)`.
+//! - `create` is insert-if-absent ([`Error::Exists`] otherwise).
+//! - `save` is compare-and-set on the record version: it succeeds only if the stored version is
+//!   `expected_version`, and never re-creates a destroyed session ([`Error::Conflict`]).
+//! - `touch` moves `last_access`/`expires_at` without rewriting data or bumping the version.
+//! - `rotate` moves a session to a new key in one step: the old key dies (or, with a grace
+//!   deadline, becomes a read-only alias pointing at the new key until then).
+//! - `gc` removes at most `limit` expired records per call; its cost follows the number of expired
+//!   records, not the total.
+//! - `scan` pages through live records with an opaque cursor.
+//! - The user index (`sessions_of`, `destroy_user`) follows `create`/`save`/`rotate`/`destroy`.
+//! - Corrupt records are logged and read as absent.
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::error::{Error, Result};
+use crate::id::Key;
+use crate::record::{Millis, Record};
+
+pub mod memory;
+
+pub use memory::MemoryStore;
+
+/// One page of [`Store::scan`].
+#[derive(Debug, Default)]
+pub struct Page {
+    /// Live records of this page with their keys.
+    pub records: Vec<(Key, Record)>,
+    /// Cursor for the next page; `None` when the scan is complete.
+    pub next: Option<String>,
+}
+
+/// A session store. Object safe: the manager holds an `Arc<dyn Store>`.
+///
+/// Implementations must be safe to share between tasks and (for shared backends) between
+/// processes: every guarantee holds across processes that use the same backend.
+#[async_trait]
+pub trait Store: Send + Sync + fmt::Debug + 'static {
+    /// A short name for logs and errors, e.g. `"memory"`.
+    fn kind(&self) -> &'static str;
+
+    /// The live record under `key`, or `None` if absent, expired at `now` or unreadable.
+    async fn load(&self, key: &Key, now: Millis) -> Result<Option<Record>>;
+
+    /// Inserts `record` under `key` if nothing (live) is there; [`Error::Exists`] otherwise.
+    async fn create(&self, key: &Key, record: &Record) -> Result<()>;
+
+    /// Replaces the record under `key` if its stored version equals `expected_version`;
+    /// [`Error::Conflict`] if it differs or the record is gone.
+    async fn save(&self, key: &Key, record: &Record, expected_version: u64) -> Result<()>;
+
+    /// Sets `last_access` and `expires_at` of a live record; false if there is none.
+    async fn touch(&self, key: &Key, last_access: Millis, expires_at: Millis) -> Result<bool>;
+
+    /// Moves the session at `old` (which must be at `expected_version`, else
+    /// [`Error::Conflict`]) to `new`, storing `record` there. Without `grace_until` the old key
+    /// is deleted; with it, the old key holds an alias ([`Record::successor`]) until then.
+    async fn rotate(
+        &self,
+        old: &Key,
+        expected_version: u64,
+        new: &Key,
+        record: &Record,
+        grace_until: Option<Millis>,
+    ) -> Result<()>;
+
+    /// Deletes the record under `key`; true if one was there.
+    async fn destroy(&self, key: &Key) -> Result<bool>;
+
+    /// Removes up to `limit` records expired at `now`; returns how many it removed.
+    async fn gc(&self, now: Millis, limit: usize) -> Result<usize>;
+
+    /// Number of live sessions at `now` (aliases left by rotation excluded where cheap).
+    async fn len(&self, now: Millis) -> Result<u64>;
+
+    /// A page of at most `limit` live records after `cursor` (`None` starts the scan).
+    async fn scan(&self, cursor: Option<&str>, limit: usize, now: Millis) -> Result<Page>;
+
+    /// The live sessions of `user`.
+    async fn sessions_of(&self, user: &str, now: Millis) -> Result<Vec<(Key, Record)>>;
+
+    /// Deletes every session of `user`; returns how many.
+    async fn destroy_user(&self, user: &str) -> Result<u64>;
+
+    /// Checks that the backend answers.
+    async fn ping(&self) -> Result<()>;
+}
+
+/// The URL schemes [`open`] knows, with the cargo feature each needs.
+pub const SCHEMES: &[(&str, &str)] = &[("memory://", "(always available)")];
+
+/// Opens a store by URL, e.g. `memory://`.
+///
+/// ```
+/// # tokio_test_block_on(async {
+/// let store = sessionkit::store::open("memory://").await.unwrap();
+/// assert_eq!(store.kind(), "memory");
+/// assert!(sessionkit::store::open("nosuch://x").await.is_err());
+/// # });
+/// # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
+/// #     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+/// # }
+/// ```
+pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
+    let scheme = url.split_once("://").map(|(s, _)| s).unwrap_or("");
+    match scheme {
+        "memory" => Ok(Arc::new(MemoryStore::new())),
+        _ => Err(Error::Config(format!(
+            "unknown store URL {url:?}; known schemes: {}",
+            SCHEMES
+                .iter()
+                .map(|(s, f)| format!("{s} {f}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
