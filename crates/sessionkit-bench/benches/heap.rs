@@ -1,0 +1,238 @@
+//! Heap and allocation measurements (a plain binary, not criterion), under a counting global
+//! allocator:
+//!
+//! 1. heap bytes per session, sessionkit vs tower-sessions `MemoryStore`, sessions with three
+//!    small values, at 10k → 1M sessions (requested bytes as counted by the allocator, plus the
+//!    resident-set growth, which includes malloc's own overhead);
+//! 2. GC pass time at the same sizes with 1% expired (sessionkit's indexed pass, and the full
+//!    `retain` scans the DashMap baseline and the tower-sessions layout would need; the
+//!    tower-sessions store itself never deletes expired sessions);
+//! 3. allocations per store operation and per HTTP request (the count page, driven in-process
+//!    through the axum router, so hyper's own parsing is not included).
+//!
+//! `cargo bench -p sessionkit-bench --bench heap`; writes `bench-results/scaling.csv` (in the
+//! crate directory) for `scripts/plot.py`. `SKB_QUICK=1` stops at 100k sessions.
+
+mod common;
+
+use std::io::Write;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::http::{header, Request};
+use axum::Router;
+use common::*;
+use sessionkit::{now_millis, Key, Store};
+use sessionkit_bench::alloc::{allocations, live_bytes, Counting};
+use sessionkit_bench::stats::{median, verdict_at_most};
+use sessionkit_bench::Rng;
+use tower_service::Service;
+use tower_sessions::SessionStore;
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+fn rss_bytes() -> usize {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<usize>().ok())
+        .map(|pages| pages * 4096)
+        .unwrap_or(0)
+}
+
+/// (counted bytes per session, RSS growth per session) for a sessionkit store of `n` sessions.
+async fn sk_bytes(n: usize) -> (f64, f64) {
+    let (b0, r0) = (live_bytes(), rss_bytes());
+    let store = sessionkit::MemoryStore::new();
+    let rec = sk_record(now_millis());
+    let mut rng = Rng::new(11);
+    for _ in 0..n {
+        store.create(&Key(rng.bytes32()), &rec).await.unwrap();
+    }
+    let (b1, r1) = (live_bytes(), rss_bytes());
+    drop(store);
+    (
+        (b1 - b0) as f64 / n as f64,
+        (r1.saturating_sub(r0)) as f64 / n as f64,
+    )
+}
+
+async fn ts_bytes(n: usize) -> (f64, f64) {
+    let mut rng = Rng::new(11);
+    // Records are built outside the measured window's live set: only what the store keeps counts.
+    let (b0, r0) = (live_bytes(), rss_bytes());
+    let store = tower_sessions::MemoryStore::default();
+    for _ in 0..n {
+        let id = tower_sessions::session::Id(rng.next_u64() as i128 | (rng.next_u64() as i128) << 64);
+        let mut r = ts_record(id);
+        store.create(&mut r).await.unwrap();
+    }
+    let (b1, r1) = (live_bytes(), rss_bytes());
+    drop(store);
+    (
+        (b1 - b0) as f64 / n as f64,
+        (r1.saturating_sub(r0)) as f64 / n as f64,
+    )
+}
+
+/// Median GC pass time in ms at `n` sessions with 1% expired: (sessionkit, dashmap, tower layout).
+async fn gc_times(n: usize, rounds: usize) -> (f64, f64, f64) {
+    let expired = n / 100;
+    let mut rng = Rng::new(12);
+    let sk = Sk::build(n - expired, 13).await;
+    let mut t = vec![];
+    for _ in 0..rounds {
+        let now = now_millis();
+        add_expired(&sk.store, expired, now, &mut rng).await;
+        let start = Instant::now();
+        let removed = sk_gc(&sk.store, now).await;
+        t.push(start.elapsed().as_secs_f64() * 1e3);
+        assert_eq!(removed, expired);
+    }
+    drop(sk);
+    let skt = median(&t);
+    let dm = Dm::build(n - expired, 13).await;
+    let mut t = vec![];
+    for _ in 0..rounds {
+        let now = now_millis();
+        dm_add_expired(&dm.map, expired, now, &mut rng);
+        let start = Instant::now();
+        dm_gc(&dm.map, now);
+        t.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    drop(dm);
+    let dmt = median(&t);
+    let ts = ts_map(n - expired, 0, &mut rng);
+    let mut t = vec![];
+    for _ in 0..rounds {
+        ts_add(&mut ts.lock().unwrap(), expired, true, &mut rng);
+        let start = Instant::now();
+        ts_gc(&ts);
+        t.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    (skt, dmt, median(&t))
+}
+
+/// Average allocations of `f` over `reps` calls.
+async fn allocs_per<F: AsyncFnMut()>(reps: u64, mut f: F) -> f64 {
+    f().await; // warm caches and lazily built state
+    let a0 = allocations();
+    for _ in 0..reps {
+        f().await;
+    }
+    (allocations() - a0) as f64 / reps as f64
+}
+
+/// Allocations per request of `app` at `/count`, with the cookie from a first request when
+/// `cookie` is set. Request building is outside the count; reading the body is inside.
+async fn allocs_per_request(app: Router, cookie: bool, reps: u64) -> f64 {
+    let mut app = app;
+    let first = app
+        .call(Request::get("/count").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let cookie_line = first
+        .headers()
+        .get(header::SET_COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(str::to_owned);
+    let mut total = 0u64;
+    for _ in 0..reps + 1 {
+        let mut req = Request::get("/count");
+        if cookie {
+            req = req.header(header::COOKIE, cookie_line.as_deref().expect("cookie"));
+        }
+        let req = req.body(Body::empty()).unwrap();
+        let a0 = allocations();
+        let resp = app.call(req).await.unwrap();
+        assert!(resp.status().is_success());
+        let body = axum::body::to_bytes(resp.into_body(), 1024).await.unwrap();
+        std::hint::black_box(body);
+        total += allocations() - a0;
+    }
+    total as f64 / (reps + 1) as f64
+}
+
+fn main() {
+    let quick = std::env::var_os("SKB_QUICK").is_some();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let sizes: &[usize] = if quick {
+            &[10_000, 100_000]
+        } else {
+            &[10_000, 30_000, 100_000, 300_000, 1_000_000]
+        };
+        let rounds = if quick { 3 } else { 7 };
+        let mut csv = String::from(
+            "sessions,sk_bytes,sk_rss,ts_bytes,ts_rss,sk_gc_ms,dashmap_gc_ms,tower_layout_gc_ms\n",
+        );
+        println!("== heap bytes per session (3 small values) and GC pass (1% expired) ==");
+        println!(
+            "{:>9} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
+            "sessions", "sk B", "sk RSS", "tower B", "tower RSS", "sk gc ms", "dm gc ms", "tw gc ms"
+        );
+        let mut last = None;
+        for &n in sizes {
+            let (skb, skr) = sk_bytes(n).await;
+            let (tsb, tsr) = ts_bytes(n).await;
+            let (skg, dmg, tsg) = gc_times(n, rounds).await;
+            println!(
+                "{n:>9} {skb:>10.1} {skr:>10.1} {tsb:>10.1} {tsr:>10.1} {skg:>10.3} {dmg:>10.3} {tsg:>10.3}"
+            );
+            csv.push_str(&format!(
+                "{n},{skb:.1},{skr:.1},{tsb:.1},{tsr:.1},{skg:.4},{dmg:.4},{tsg:.4}\n"
+            ));
+            last = Some((skb, skr, tsb, tsr));
+        }
+        if let Some((skb, skr, tsb, tsr)) = last {
+            println!(
+                "bytes/session at {} sessions: sessionkit {skb:.0} B counted ({skr:.0} B RSS), \
+                 tower-sessions {tsb:.0} B counted ({tsr:.0} B RSS); ratio counted {}, RSS {:.2}x",
+                sizes[sizes.len() - 1],
+                verdict_at_most(skb / tsb, 0.8),
+                skr / tsr
+            );
+        }
+        let dir = std::path::Path::new("bench-results");
+        let _ = std::fs::create_dir_all(dir);
+        if !quick {
+            let mut f = std::fs::File::create(dir.join("scaling.csv")).unwrap();
+            f.write_all(csv.as_bytes()).unwrap();
+            println!("wrote {}", dir.join("scaling.csv").display());
+        }
+
+        println!("\n== allocations per operation (100k sessions) ==");
+        let n = 100_000;
+        let sk = std::sync::Arc::new(Sk::build(n, 1).await);
+        let ts = std::sync::Arc::new(Ts::build(n, 1).await);
+        let dm = std::sync::Arc::new(Dm::build(n, 1).await);
+        let mut rng = Rng::new(3);
+        let reps = 10_000;
+        let a = allocs_per(reps, || sk.load(rng.below(n))).await;
+        let b = allocs_per(reps, || ts.load(rng.below(n))).await;
+        let c = allocs_per(reps, || dm.load(rng.below(n))).await;
+        println!("load:  sessionkit {a:.2}, tower-sessions {b:.2}, dashmap {c:.2}");
+        let mut skl = sk.local();
+        let mut tsl = ts.local();
+        let mut dml = dm.local();
+        let a = allocs_per(reps, || sk.save(&mut skl, rng.below(n))).await;
+        let b = allocs_per(reps, || ts.save(&mut tsl, rng.below(n))).await;
+        let c = allocs_per(reps, || dm.save(&mut dml, rng.below(n))).await;
+        println!("save:  sessionkit {a:.2}, tower-sessions {b:.2}, dashmap {c:.2}");
+        let a = allocs_per(reps, || sk.touch(rng.below(n))).await;
+        let b = allocs_per(reps, || ts.touch(rng.below(n))).await;
+        let c = allocs_per(reps, || dm.touch(rng.below(n))).await;
+        println!("touch: sessionkit {a:.2}, tower-sessions {b:.2} (a save), dashmap {c:.2}");
+
+        println!("\n== allocations per HTTP request (in-process router call + body) ==");
+        let reps = 2_000;
+        for (name, app, cookie) in http_scenarios() {
+            let a = allocs_per_request(app(), cookie, reps).await;
+            println!("{name:<20} {a:.1}");
+        }
+    });
+}

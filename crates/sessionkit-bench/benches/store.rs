@@ -1,0 +1,249 @@
+//! Store-level criterion benches: sessionkit `MemoryStore` vs tower-sessions `MemoryStore` vs a
+//! bare `DashMap<[u8; 32], Record>`, on create, load, save, touch, the 90/10 mixed workload at
+//! 1 and 2 workers, and a GC pass. After criterion, an interleaved ratio pass (each subject run
+//! in turn, `SKB_ROUNDS` rounds, default 7) prints medians and ratios against the issue targets:
+//! interleaving keeps a noisy shared machine from favouring whichever subject ran last.
+//!
+//! `cargo bench -p sessionkit-bench --bench store` (add a criterion filter to run a subset;
+//! `SKB_QUICK=1` shrinks the populations and skips the ratio pass's 1M GC).
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use criterion::{BenchmarkId, Criterion};
+use sessionkit::now_millis;
+use sessionkit_bench::stats::{median, verdict_at_least, verdict_at_most};
+use sessionkit_bench::Rng;
+
+const N: usize = 100_000;
+
+fn quick() -> bool {
+    std::env::var_os("SKB_QUICK").is_some()
+}
+
+fn single_op<S: Subject>(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
+    let s = Arc::new(rt.block_on(S::build(N, 1)));
+    let mut g = c.benchmark_group("store");
+    g.bench_function(BenchmarkId::new("load", S::NAME), |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let mut rng = Rng::new(7);
+                let start = Instant::now();
+                for _ in 0..iters {
+                    s.load(rng.below(N)).await;
+                }
+                start.elapsed()
+            })
+        })
+    });
+    g.bench_function(BenchmarkId::new("save", S::NAME), |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let mut local = s.local();
+                let mut rng = Rng::new(8);
+                let start = Instant::now();
+                for _ in 0..iters {
+                    s.save(&mut local, rng.below(N)).await;
+                }
+                start.elapsed()
+            })
+        })
+    });
+    g.bench_function(BenchmarkId::new("touch", S::NAME), |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let mut rng = Rng::new(9);
+                let start = Instant::now();
+                for _ in 0..iters {
+                    s.touch(rng.below(N)).await;
+                }
+                start.elapsed()
+            })
+        })
+    });
+    g.finish();
+    // Creation grows the store, so it gets its own (fresh, empty) subject.
+    let fresh = rt.block_on(S::build(0, 2));
+    let mut g = c.benchmark_group("store");
+    g.bench_function(BenchmarkId::new("create", S::NAME), |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let mut local = fresh.local();
+                let mut rng = Rng::new(iters ^ now_millis() as u64);
+                let start = Instant::now();
+                for _ in 0..iters {
+                    fresh.create(&mut local, &mut rng).await;
+                }
+                start.elapsed()
+            })
+        })
+    });
+    g.finish();
+}
+
+fn mixed_bench<S: Subject>(c: &mut Criterion, workers: usize) {
+    let rt = runtime(workers);
+    let s = Arc::new(rt.block_on(S::build(N, 1)));
+    let mut g = c.benchmark_group(format!("mixed-{workers}w"));
+    g.throughput(criterion::Throughput::Elements(1));
+    g.bench_function(S::NAME, |b| {
+        b.iter_custom(|iters| rt.block_on(mixed(&s, workers, iters)))
+    });
+    g.finish();
+}
+
+fn gc_bench(c: &mut Criterion, rt: &tokio::runtime::Runtime, n: usize) {
+    let expired = n / 100;
+    let mut g = c.benchmark_group(format!("gc-{}k", n / 1000));
+    g.sample_size(10);
+    let sk = rt.block_on(Sk::build(n - expired, 3));
+    let mut rng = Rng::new(4);
+    g.bench_function("sessionkit", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let now = now_millis();
+                rt.block_on(add_expired(&sk.store, expired, now, &mut rng));
+                let start = Instant::now();
+                let removed = rt.block_on(sk_gc(&sk.store, now));
+                total += start.elapsed();
+                assert_eq!(removed, expired);
+            }
+            total
+        })
+    });
+    drop(sk);
+    let dm = rt.block_on(Dm::build(n - expired, 3));
+    g.bench_function("dashmap-retain", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let now = now_millis();
+                dm_add_expired(&dm.map, expired, now, &mut rng);
+                let start = Instant::now();
+                let removed = dm_gc(&dm.map, now);
+                total += start.elapsed();
+                assert_eq!(removed, expired);
+            }
+            total
+        })
+    });
+    drop(dm);
+    let ts = ts_map(n - expired, 0, &mut rng);
+    g.bench_function("tower-layout-retain", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                ts_add(&mut ts.lock().unwrap(), expired, true, &mut rng);
+                let start = Instant::now();
+                let removed = ts_gc(&ts);
+                total += start.elapsed();
+                assert_eq!(removed, expired);
+            }
+            total
+        })
+    });
+    g.finish();
+}
+
+/// Interleaved rounds of the mixed workload; returns the median ns/op of each subject.
+fn mixed_ratios(workers: usize, rounds: usize, ops: u64) -> [f64; 3] {
+    let rt = runtime(workers);
+    let sk = Arc::new(rt.block_on(Sk::build(N, 1)));
+    let ts = Arc::new(rt.block_on(Ts::build(N, 1)));
+    let dm = Arc::new(rt.block_on(Dm::build(N, 1)));
+    let ns = |d: Duration| d.as_nanos() as f64 / ops as f64;
+    let mut r = [vec![], vec![], vec![]];
+    for _ in 0..rounds {
+        r[0].push(ns(rt.block_on(mixed(&sk, workers, ops))));
+        r[1].push(ns(rt.block_on(mixed(&ts, workers, ops))));
+        r[2].push(ns(rt.block_on(mixed(&dm, workers, ops))));
+    }
+    [median(&r[0]), median(&r[1]), median(&r[2])]
+}
+
+/// Interleaved GC passes at `n` sessions (1% expired); median ms of each subject.
+fn gc_ratios(rt: &tokio::runtime::Runtime, n: usize, rounds: usize) -> f64 {
+    let expired = n / 100;
+    let sk = rt.block_on(Sk::build(n - expired, 3));
+    let mut rng = Rng::new(5);
+    let mut t = vec![];
+    for _ in 0..rounds {
+        let now = now_millis();
+        rt.block_on(add_expired(&sk.store, expired, now, &mut rng));
+        let start = Instant::now();
+        rt.block_on(sk_gc(&sk.store, now));
+        t.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    median(&t)
+}
+
+fn ratios() {
+    let rounds: usize = std::env::var("SKB_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(7);
+    let ops = if quick() { 20_000 } else { 1_000_000 };
+    println!("\n== interleaved ratio pass: {rounds} rounds, {ops} ops per run, {N} sessions ==");
+    for workers in [1, 2] {
+        let [sk, ts, dm] = mixed_ratios(workers, rounds, ops);
+        println!(
+            "mixed 90/10, {workers} worker(s): sessionkit {sk:.0} ns/op ({:.2} Mops/s), \
+             tower-sessions {ts:.0} ns/op, dashmap {dm:.0} ns/op",
+            1e3 / sk
+        );
+        let tower_target = if workers == 2 { 2.0 } else { 1.2 };
+        println!(
+            "  sessionkit vs tower-sessions throughput: {}",
+            verdict_at_least(ts / sk, tower_target)
+        );
+        if workers == 2 {
+            println!(
+                "  sessionkit vs dashmap throughput: {}",
+                verdict_at_least(dm / sk, 0.8)
+            );
+        } else {
+            println!("  sessionkit vs dashmap throughput: {:.2}x", dm / sk);
+        }
+    }
+    let rt = runtime(1);
+    let small = gc_ratios(&rt, 100_000, rounds);
+    if quick() {
+        println!("gc 100k/1%: {small:.2} ms (1M skipped in quick mode)");
+        return;
+    }
+    let big = gc_ratios(&rt, 1_000_000, rounds);
+    println!(
+        "gc pass, 1% expired: 1M {big:.2} ms (target <= 20 ms: {}), 100k {small:.2} ms, \
+         1M/100k {}",
+        if big <= 20.0 { "met" } else { "MISSED" },
+        verdict_at_most(big / small, 3.0)
+    );
+}
+
+fn main() {
+    let mut c = Criterion::default()
+        .configure_from_args()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    let rt = runtime(1);
+    single_op::<Sk>(&mut c, &rt);
+    single_op::<Ts>(&mut c, &rt);
+    single_op::<Dm>(&mut c, &rt);
+    for workers in [1, 2] {
+        mixed_bench::<Sk>(&mut c, workers);
+        mixed_bench::<Ts>(&mut c, workers);
+        mixed_bench::<Dm>(&mut c, workers);
+    }
+    gc_bench(&mut c, &rt, 100_000);
+    if !quick() {
+        gc_bench(&mut c, &rt, 1_000_000);
+    }
+    c.final_summary();
+    if std::env::var_os("SKB_NO_RATIOS").is_none() {
+        ratios();
+    }
+}

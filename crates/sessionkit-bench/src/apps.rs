@@ -1,0 +1,39 @@
+//! The HTTP pages under test that need no comparison crate: the sessionkit count page (the
+//! demo's `/count` handler behind a bare `SessionLayer`, without the demo's CSRF middleware so
+//! that it does the same work as the tower-sessions page) and a page with an atomic counter and
+//! no sessions at all (the ceiling).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::Router;
+use sessionkit::{Config, Manager, MemoryStore, Session, SessionLayer};
+
+/// The sessionkit count page at `/count`, on a fresh [`MemoryStore`] with the default config.
+pub fn sessionkit_count() -> Router {
+    let manager = Manager::new(Arc::new(MemoryStore::new()), Config::default())
+        .expect("default config is valid");
+    Router::new()
+        .route("/count", get(count))
+        .layer(SessionLayer::new(manager))
+}
+
+async fn count(session: Session) -> Result<String, sessionkit::Error> {
+    let n: u64 = session
+        .update("count", |n: Option<u64>| n.unwrap_or(0) + 1)
+        .await?;
+    Ok(format!("{n}\n"))
+}
+
+/// `/count` with one process-wide atomic counter and no sessions.
+pub fn bare_count() -> Router {
+    Router::new()
+        .route("/count", get(bare))
+        .with_state(Arc::new(AtomicU64::new(0)))
+}
+
+async fn bare(State(n): State<Arc<AtomicU64>>) -> String {
+    format!("{}\n", n.fetch_add(1, Ordering::Relaxed) + 1)
+}

@@ -1,0 +1,48 @@
+//! Helpers shared by the sessionkit benchmarks: an allocation-counting global allocator, a small
+//! deterministic random source, statistics, the sessionkit side of the HTTP scenarios, and a
+//! bounded HTTP/1.1 load generator for loopback servers.
+//!
+//! The comparison subjects that need tower-sessions or dashmap live in `benches/common`, so that
+//! those crates stay dev-only dependencies of this crate.
+
+#![warn(missing_docs)]
+
+pub mod alloc;
+pub mod apps;
+pub mod loadgen;
+pub mod stats;
+
+/// A splitmix64 generator: fast, seedable, and good enough to pick keys and make random 256-bit
+/// keys (the real keys are SHA-256 outputs, i.e. uniform bytes).
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator seeded with `seed`.
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..n` (n > 0; the tiny modulo bias is irrelevant here).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+
+    /// 32 random bytes.
+    pub fn bytes32(&mut self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        for chunk in out.chunks_exact_mut(8) {
+            chunk.copy_from_slice(&self.next_u64().to_le_bytes());
+        }
+        out
+    }
+}
