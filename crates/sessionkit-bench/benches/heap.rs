@@ -113,14 +113,16 @@ async fn gc_times(n: usize, rounds: usize) -> (f64, f64, f64) {
     (skt, dmt, median(&t))
 }
 
-/// Average allocations of `f` over `reps` calls.
-async fn allocs_per<F: AsyncFnMut()>(reps: u64, mut f: F) -> f64 {
-    f().await; // warm caches and lazily built state
-    let a0 = allocations();
-    for _ in 0..reps {
-        f().await;
-    }
-    (allocations() - a0) as f64 / reps as f64
+/// Average allocations of the expression `e` over `reps` evaluations (after one warm-up).
+macro_rules! allocs_per {
+    ($reps:expr, $e:expr) => {{
+        $e;
+        let a0 = allocations();
+        for _ in 0..$reps {
+            $e;
+        }
+        (allocations() - a0) as f64 / $reps as f64
+    }};
 }
 
 /// Allocations per request of `app` at `/count`, with the cookie from a first request when
@@ -154,7 +156,98 @@ async fn allocs_per_request(app: Router, cookie: bool, reps: u64) -> f64 {
     total as f64 / (reps + 1) as f64
 }
 
+/// Runs one memory measurement in a fresh process, so that memory freed by an earlier one
+/// (and kept by malloc) does not hide the next one's resident-set growth.
+fn in_child(which: &str, n: usize) -> (f64, f64) {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["mem", which, &n.to_string()])
+        .output()
+        .expect("run child");
+    let v: Vec<f64> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    assert_eq!(v.len(), 2, "child output {out:?}");
+    (v[0], v[1])
+}
+
+/// The count page requests that `profile` mode repeats (run it under callgrind with
+/// `--toggle-collect='*profile_loop*'` to get instructions per request).
+async fn profile_loop(app: &mut Router, cookie: Option<&str>, reps: u64) {
+    for _ in 0..reps {
+        let mut req = Request::get("/count");
+        if let Some(c) = cookie {
+            req = req.header(header::COOKIE, c);
+        }
+        let resp = app.call(req.body(Body::empty()).unwrap()).await.unwrap();
+        let body = axum::body::to_bytes(resp.into_body(), 1024).await.unwrap();
+        std::hint::black_box(body);
+    }
+}
+
+fn child(args: &[String]) -> bool {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    match args.first().map(String::as_str) {
+        Some("mem") => {
+            let n: usize = args[2].parse().unwrap();
+            let (b, r) = rt.block_on(async {
+                if args[1] == "sk" {
+                    sk_bytes(n).await
+                } else {
+                    ts_bytes(n).await
+                }
+            });
+            println!("{b} {r}");
+            true
+        }
+        Some("profile") => {
+            let (_, app, cookie) = http_scenarios()
+                .into_iter()
+                .find(|(name, _, _)| *name == args[1])
+                .expect("scenario");
+            let reps: u64 = args[2].parse().unwrap();
+            rt.block_on(async {
+                let mut app = app();
+                let first = app
+                    .call(Request::get("/count").body(Body::empty()).unwrap())
+                    .await
+                    .unwrap();
+                let line = first
+                    .headers()
+                    .get(header::SET_COOKIE)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.split(';').next())
+                    .map(str::to_owned);
+                let c = if cookie { line.as_deref() } else { None };
+                profile_loop(&mut app, c, 10).await;
+                profile_loop(&mut app, c, reps).await;
+            });
+            true
+        }
+        Some("profile-store") => {
+            // One worker of the mixed workload; callgrind: --toggle-collect='*mixed*'.
+            let ops: u64 = args[2].parse().unwrap();
+            rt.block_on(async {
+                match args[1].as_str() {
+                    "sk" => drop(mixed(&std::sync::Arc::new(Sk::build(100_000, 1).await), 1, ops).await),
+                    "ts" => drop(mixed(&std::sync::Arc::new(Ts::build(100_000, 1).await), 1, ops).await),
+                    _ => drop(mixed(&std::sync::Arc::new(Dm::build(100_000, 1).await), 1, ops).await),
+                }
+            });
+            true
+        }
+        _ => false,
+    }
+}
+
 fn main() {
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    if child(&args) {
+        return;
+    }
     let quick = std::env::var_os("SKB_QUICK").is_some();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -177,8 +270,8 @@ fn main() {
         );
         let mut last = None;
         for &n in sizes {
-            let (skb, skr) = sk_bytes(n).await;
-            let (tsb, tsr) = ts_bytes(n).await;
+            let (skb, skr) = in_child("sk", n);
+            let (tsb, tsr) = in_child("ts", n);
             let (skg, dmg, tsg) = gc_times(n, rounds).await;
             println!(
                 "{n:>9} {skb:>10.1} {skr:>10.1} {tsb:>10.1} {tsr:>10.1} {skg:>10.3} {dmg:>10.3} {tsg:>10.3}"
@@ -212,20 +305,20 @@ fn main() {
         let dm = std::sync::Arc::new(Dm::build(n, 1).await);
         let mut rng = Rng::new(3);
         let reps = 10_000;
-        let a = allocs_per(reps, || sk.load(rng.below(n))).await;
-        let b = allocs_per(reps, || ts.load(rng.below(n))).await;
-        let c = allocs_per(reps, || dm.load(rng.below(n))).await;
+        let a = allocs_per!(reps, sk.load(rng.below(n)).await);
+        let b = allocs_per!(reps, ts.load(rng.below(n)).await);
+        let c = allocs_per!(reps, dm.load(rng.below(n)).await);
         println!("load:  sessionkit {a:.2}, tower-sessions {b:.2}, dashmap {c:.2}");
         let mut skl = sk.local();
         let mut tsl = ts.local();
         let mut dml = dm.local();
-        let a = allocs_per(reps, || sk.save(&mut skl, rng.below(n))).await;
-        let b = allocs_per(reps, || ts.save(&mut tsl, rng.below(n))).await;
-        let c = allocs_per(reps, || dm.save(&mut dml, rng.below(n))).await;
+        let a = allocs_per!(reps, sk.save(&mut skl, rng.below(n)).await);
+        let b = allocs_per!(reps, ts.save(&mut tsl, rng.below(n)).await);
+        let c = allocs_per!(reps, dm.save(&mut dml, rng.below(n)).await);
         println!("save:  sessionkit {a:.2}, tower-sessions {b:.2}, dashmap {c:.2}");
-        let a = allocs_per(reps, || sk.touch(rng.below(n))).await;
-        let b = allocs_per(reps, || ts.touch(rng.below(n))).await;
-        let c = allocs_per(reps, || dm.touch(rng.below(n))).await;
+        let a = allocs_per!(reps, sk.touch(rng.below(n)).await);
+        let b = allocs_per!(reps, ts.touch(rng.below(n)).await);
+        let c = allocs_per!(reps, dm.touch(rng.below(n)).await);
         println!("touch: sessionkit {a:.2}, tower-sessions {b:.2} (a save), dashmap {c:.2}");
 
         println!("\n== allocations per HTTP request (in-process router call + body) ==");

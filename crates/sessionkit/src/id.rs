@@ -66,7 +66,9 @@ impl SessionId {
         bytes.copy_from_slice(&out[..32]);
         let id = Self(bytes);
         // The last character carries 4 spare bits; insist they are zero so one ID has one spelling.
-        if id.encode().as_bytes() != text {
+        // (Re-encoded on the stack: this runs on every request that carries a cookie.)
+        let mut buf = [0u8; ID_LEN + 1];
+        if id.encode_into(&mut buf).as_bytes() != text {
             return None;
         }
         Some(id)
@@ -77,14 +79,19 @@ impl SessionId {
         Key(Sha256::digest(self.0).into())
     }
 
-    fn encode(&self) -> String {
-        URL_SAFE_NO_PAD.encode(self.0)
+    /// The textual form, written into `buf` without allocating.
+    fn encode_into<'a>(&self, buf: &'a mut [u8; ID_LEN + 1]) -> &'a str {
+        let n = URL_SAFE_NO_PAD
+            .encode_slice(self.0, &mut buf[..])
+            .expect("43 bytes of output fit in 44");
+        std::str::from_utf8(&buf[..n]).expect("base64 output is ASCII")
     }
 }
 
 impl fmt::Display for SessionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.encode())
+        let mut buf = [0u8; ID_LEN + 1];
+        f.write_str(self.encode_into(&mut buf))
     }
 }
 

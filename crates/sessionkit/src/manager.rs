@@ -273,10 +273,19 @@ impl Manager {
         let mut key = current.key;
         let mut base = current.base;
         for attempt in 0..c.max_retries {
-            let mut record = base.clone();
-            for op in &st.ops {
-                op.apply(&mut record)?;
-            }
+            // The request's view is `base` with its operations already applied (each was applied
+            // as it was recorded), so the first attempt saves it as is instead of cloning the
+            // base and replaying; after a lost race the operations are replayed on fresher data.
+            // The saved record becomes the view again below.
+            let mut record = if attempt == 0 {
+                std::mem::replace(&mut st.view, Record::new(0, 0, 0))
+            } else {
+                let mut record = base.clone();
+                for op in &st.ops {
+                    op.apply(&mut record)?;
+                }
+                record
+            };
             record.version = base.version + 1;
             record.last_access = now;
             record.expires_at = now
@@ -296,8 +305,13 @@ impl Manager {
                     .await
                     .map(|()| None)
             };
+            let issued = match &outcome {
+                Ok(Some(id)) => Some(cookie::issue(self, id, &record)),
+                _ => None,
+            };
+            st.view = record;
             match outcome {
-                Ok(Some(id)) => return Ok(cookie::issue(self, &id, &record)),
+                Ok(Some(_)) => return Ok(issued.unwrap_or_default()),
                 Ok(None) => return Ok(SessionHeaders::default()),
                 Err(Error::Conflict) | Err(Error::Exists) => {}
                 Err(e) => return Err(e),

@@ -6,6 +6,7 @@
 //! held across an `.await` (no method here awaits). Because shards split the key space by prefix,
 //! a scan in key order needs no global index.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Mutex, RwLock, RwLockWriteGuard};
@@ -36,7 +37,9 @@ pub struct MemoryStore {
 
 #[derive(Default)]
 struct Shard {
-    map: HashMap<Key, Record, KeyHash>,
+    // Boxed: a hash table runs 45-90% full, and an empty slot of 32 + 8 bytes wastes far less
+    // than one of 32 + 128 (about 110 B per session at 1M sessions). A save reuses the box.
+    map: HashMap<Key, Box<Record>, KeyHash>,
     // (deadline, key) for every record in `map`; kept in step with `map` on every write.
     expiry: BTreeSet<(Millis, Key)>,
     aliases: usize,
@@ -163,7 +166,13 @@ impl Shard {
     fn put(&mut self, key: Key, record: Record) -> Option<Record> {
         self.expiry.insert((record.expires_at, key));
         self.aliases += record.successor().is_some() as usize;
-        let old = self.map.insert(key, record);
+        let old = match self.map.entry(key) {
+            Entry::Occupied(mut e) => Some(std::mem::replace(&mut **e.get_mut(), record)),
+            Entry::Vacant(e) => {
+                e.insert(Box::new(record));
+                None
+            }
+        };
         if let Some(old) = &old {
             self.forget(&key, old);
         }
@@ -171,7 +180,7 @@ impl Shard {
     }
 
     fn take(&mut self, key: &Key) -> Option<Record> {
-        let old = self.map.remove(key)?;
+        let old = *self.map.remove(key)?;
         self.forget(key, &old);
         Some(old)
     }
@@ -186,7 +195,7 @@ impl Shard {
     }
 
     fn live(&self, key: &Key, now: Millis) -> Option<&Record> {
-        self.map.get(key).filter(|r| !r.is_expired(now))
+        self.map.get(key).map(|r| &**r).filter(|r| !r.is_expired(now))
     }
 }
 
@@ -383,7 +392,7 @@ impl Store for MemoryStore {
                 .collect();
             keys.sort_unstable();
             for k in keys.into_iter().take(limit - records.len()) {
-                records.push((*k, s.map[k].clone()));
+                records.push((*k, Record::clone(&s.map[k])));
             }
             if records.len() >= limit {
                 break;
