@@ -63,7 +63,8 @@ async fn ts_bytes(n: usize) -> (f64, f64) {
     let (b0, r0) = (live_bytes(), rss_bytes());
     let store = tower_sessions::MemoryStore::default();
     for _ in 0..n {
-        let id = tower_sessions::session::Id(rng.next_u64() as i128 | (rng.next_u64() as i128) << 64);
+        let id =
+            tower_sessions::session::Id(rng.next_u64() as i128 | (rng.next_u64() as i128) << 64);
         let mut r = ts_record(id);
         store.create(&mut r).await.unwrap();
     }
@@ -232,9 +233,15 @@ fn child(args: &[String]) -> bool {
             let ops: u64 = args[2].parse().unwrap();
             rt.block_on(async {
                 match args[1].as_str() {
-                    "sk" => drop(mixed(&std::sync::Arc::new(Sk::build(100_000, 1).await), 1, ops).await),
-                    "ts" => drop(mixed(&std::sync::Arc::new(Ts::build(100_000, 1).await), 1, ops).await),
-                    _ => drop(mixed(&std::sync::Arc::new(Dm::build(100_000, 1).await), 1, ops).await),
+                    "sk" => {
+                        drop(mixed(&std::sync::Arc::new(Sk::build(100_000, 1).await), 1, ops).await)
+                    }
+                    "ts" => {
+                        drop(mixed(&std::sync::Arc::new(Ts::build(100_000, 1).await), 1, ops).await)
+                    }
+                    _ => {
+                        drop(mixed(&std::sync::Arc::new(Dm::build(100_000, 1).await), 1, ops).await)
+                    }
                 }
             });
             true
@@ -244,7 +251,10 @@ fn child(args: &[String]) -> bool {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
     if child(&args) {
         return;
     }

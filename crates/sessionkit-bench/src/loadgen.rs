@@ -52,19 +52,16 @@ impl Outcome {
 /// Runs `plan` on the current tokio runtime and returns the counts.
 pub async fn run(plan: &Plan) -> std::io::Result<Outcome> {
     if !plan.addr.ip().is_loopback() {
-        return Err(std::io::Error::other("the load generator only targets loopback"));
+        return Err(std::io::Error::other(
+            "the load generator only targets loopback",
+        ));
     }
     let stop = Arc::new(AtomicBool::new(false));
     let ok = Arc::new(AtomicU64::new(0));
     let bad = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for _ in 0..plan.connections.max(1) {
-        let (plan, stop, ok, bad) = (
-            plan.clone(),
-            stop.clone(),
-            ok.clone(),
-            bad.clone(),
-        );
+        let (plan, stop, ok, bad) = (plan.clone(), stop.clone(), ok.clone(), bad.clone());
         tasks.push(tokio::spawn(async move {
             if let Err(_e) = connection(&plan, &stop, &ok).await {
                 bad.fetch_add(1, Ordering::Relaxed);
@@ -88,17 +85,10 @@ pub async fn run(plan: &Plan) -> std::io::Result<Outcome> {
     })
 }
 
-async fn connection(
-    plan: &Plan,
-    stop: &AtomicBool,
-    ok: &AtomicU64,
-) -> std::io::Result<()> {
+async fn connection(plan: &Plan, stop: &AtomicBool, ok: &AtomicU64) -> std::io::Result<()> {
     let mut stream = TcpStream::connect(plan.addr).await?;
     stream.set_nodelay(true)?;
-    let bare = format!(
-        "GET {} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
-        plan.path
-    );
+    let bare = format!("GET {} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", plan.path);
     let mut request = bare.clone().into_bytes();
     let mut buf = Vec::with_capacity(4096);
     let mut have_cookie = false;

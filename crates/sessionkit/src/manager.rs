@@ -127,6 +127,17 @@ impl Manager {
         fut: impl Future<Output = Result<T>>,
     ) -> Result<T> {
         let after = self.inner.config.store_timeout;
+        // Many calls (the memory store, cached answers) complete on their first poll: answer
+        // those without setting up a timer, which costs a clock read and a runtime lookup.
+        let mut fut = std::pin::pin!(fut);
+        let first = std::future::poll_fn(|cx| match fut.as_mut().poll(cx) {
+            std::task::Poll::Ready(r) => std::task::Poll::Ready(Some(r)),
+            std::task::Poll::Pending => std::task::Poll::Ready(None),
+        })
+        .await;
+        if let Some(r) = first {
+            return r;
+        }
         match tokio::time::timeout(after, fut).await {
             Ok(r) => r,
             Err(_) => Err(Error::Timeout {

@@ -51,7 +51,17 @@ impl Data {
 
     /// The JSON text stored under `key`.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+        // Compare raw key bytes; only the matching value is turned into `&str` (this runs on
+        // every session read, and UTF-8 checks of every entry showed up in profiles).
+        let mut at = 0;
+        while at < self.buf.len() {
+            let (k, v, next) = raw_entry_at(&self.buf, at);
+            if k == key.as_bytes() {
+                return Some(std::str::from_utf8(v).unwrap_or("null"));
+            }
+            at = next;
+        }
+        None
     }
 
     /// Sets `key` to the JSON text `value`. Keys longer than 65,535 bytes are rejected.
@@ -78,8 +88,8 @@ impl Data {
     pub fn remove(&mut self, key: &str) -> bool {
         let mut at = 0;
         while at < self.buf.len() {
-            let (k, _, next) = entry_at(&self.buf, at);
-            if k == key {
+            let (k, _, next) = raw_entry_at(&self.buf, at);
+            if k == key.as_bytes() {
                 self.buf.drain(at..next);
                 return true;
             }
@@ -129,15 +139,20 @@ impl Data {
 }
 
 // Only called on buffers built by `set` or validated by `from_packed`.
-fn entry_at(buf: &[u8], at: usize) -> (&str, &str, usize) {
+fn raw_entry_at(buf: &[u8], at: usize) -> (&[u8], &[u8], usize) {
     let klen = u16::from_le_bytes([buf[at], buf[at + 1]]) as usize;
     let kend = at + 2 + klen;
     let vlen = u32::from_le_bytes(buf[kend..kend + 4].try_into().unwrap()) as usize;
     let vend = kend + 4 + vlen;
-    // Safety of the unwraps: layout and UTF-8 were checked when the bytes entered the buffer.
-    let k = std::str::from_utf8(&buf[at + 2..kend]).unwrap_or("");
-    let v = std::str::from_utf8(&buf[kend + 4..vend]).unwrap_or("null");
-    (k, v, vend)
+    (&buf[at + 2..kend], &buf[kend + 4..vend], vend)
+}
+
+fn entry_at(buf: &[u8], at: usize) -> (&str, &str, usize) {
+    let (k, v, next) = raw_entry_at(buf, at);
+    // Layout and UTF-8 were checked when the bytes entered the buffer; the fallbacks never run.
+    let k = std::str::from_utf8(k).unwrap_or("");
+    let v = std::str::from_utf8(v).unwrap_or("null");
+    (k, v, next)
 }
 
 impl fmt::Debug for Data {

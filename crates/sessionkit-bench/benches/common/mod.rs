@@ -114,7 +114,11 @@ impl Subject for Sk {
         for k in &keys {
             store.create(k, &rec).await.expect("create");
         }
-        Self { store, versions: versions(n), keys }
+        Self {
+            store,
+            versions: versions(n),
+            keys,
+        }
     }
 
     fn n(&self) -> usize {
@@ -239,7 +243,11 @@ impl Subject for Dm {
         for k in &keys {
             map.insert(*k, rec.clone());
         }
-        Self { map, versions: versions(n), keys }
+        Self {
+            map,
+            versions: versions(n),
+            keys,
+        }
     }
 
     fn n(&self) -> usize {
@@ -345,12 +353,20 @@ pub async fn mixed<S: Subject>(s: &Arc<S>, workers: usize, ops: u64) -> Duration
 // GC: sessionkit's store-level pass versus the full scans the other designs need.
 
 /// Creates `count` records in `store` that are already expired at `now` (keys from `rng`).
-pub async fn add_expired(store: &sessionkit::MemoryStore, count: usize, now: Millis, rng: &mut Rng) {
+pub async fn add_expired(
+    store: &sessionkit::MemoryStore,
+    count: usize,
+    now: Millis,
+    rng: &mut Rng,
+) {
     let t0 = now - 60_000;
     let mut rec = sk_record(t0);
     rec.expires_at = now - 1;
     for _ in 0..count {
-        store.create(&Key(rng.bytes32()), &rec).await.expect("create");
+        store
+            .create(&Key(rng.bytes32()), &rec)
+            .await
+            .expect("create");
     }
 }
 
@@ -442,8 +458,16 @@ async fn ts_count(session: tower_sessions::Session) -> Result<String, StatusCode
 /// The HTTP scenarios: name, app, whether the load generator keeps a cookie.
 pub fn http_scenarios() -> Vec<(&'static str, fn() -> Router, bool)> {
     vec![
-        ("sessionkit-cookie", sessionkit_bench::apps::sessionkit_count as fn() -> Router, true),
-        ("sessionkit-nocookie", sessionkit_bench::apps::sessionkit_count, false),
+        (
+            "sessionkit-cookie",
+            sessionkit_bench::apps::sessionkit_count as fn() -> Router,
+            true,
+        ),
+        (
+            "sessionkit-nocookie",
+            sessionkit_bench::apps::sessionkit_count,
+            false,
+        ),
         ("bare-atomic", sessionkit_bench::apps::bare_count, false),
         ("tower-cookie", tower_count, true),
         ("tower-nocookie", tower_count, false),

@@ -195,7 +195,10 @@ impl Shard {
     }
 
     fn live(&self, key: &Key, now: Millis) -> Option<&Record> {
-        self.map.get(key).map(|r| &**r).filter(|r| !r.is_expired(now))
+        self.map
+            .get(key)
+            .map(|r| &**r)
+            .filter(|r| !r.is_expired(now))
     }
 }
 
