@@ -234,13 +234,13 @@ fn child(args: &[String]) -> bool {
             rt.block_on(async {
                 match args[1].as_str() {
                     "sk" => {
-                        drop(mixed(&std::sync::Arc::new(Sk::build(100_000, 1).await), 1, ops).await)
+                        mixed(&std::sync::Arc::new(Sk::build(100_000, 1).await), 1, ops).await;
                     }
                     "ts" => {
-                        drop(mixed(&std::sync::Arc::new(Ts::build(100_000, 1).await), 1, ops).await)
+                        mixed(&std::sync::Arc::new(Ts::build(100_000, 1).await), 1, ops).await;
                     }
                     _ => {
-                        drop(mixed(&std::sync::Arc::new(Dm::build(100_000, 1).await), 1, ops).await)
+                        mixed(&std::sync::Arc::new(Dm::build(100_000, 1).await), 1, ops).await;
                     }
                 }
             });

@@ -455,8 +455,11 @@ async fn ts_count(session: tower_sessions::Session) -> Result<String, StatusCode
     Ok(format!("{n}\n"))
 }
 
-/// The HTTP scenarios: name, app, whether the load generator keeps a cookie.
-pub fn http_scenarios() -> Vec<(&'static str, fn() -> Router, bool)> {
+/// One HTTP scenario: name, app, whether the load generator keeps a cookie.
+pub type Scenario = (&'static str, fn() -> Router, bool);
+
+/// The HTTP scenarios.
+pub fn http_scenarios() -> Vec<Scenario> {
     vec![
         (
             "sessionkit-cookie",
