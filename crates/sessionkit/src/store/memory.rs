@@ -328,6 +328,9 @@ impl Store for MemoryStore {
 
     async fn gc(&self, now: Millis, limit: usize) -> Result<usize> {
         let mut removed = 0;
+        // Removed records are dropped after the shard lock is released (freeing is the larger
+        // part of a removal), so requests on that shard wait only for the unlinking.
+        let mut gone: Vec<(Key, Box<Record>)> = Vec::new();
         for shard in self.shards.iter() {
             if removed >= limit {
                 break;
@@ -341,14 +344,15 @@ impl Store for MemoryStore {
                 continue;
             }
             let mut s = shard.write().unwrap_or_else(|e| e.into_inner());
-            let mut gone = Vec::new();
             while removed < limit {
                 match s.expiry.first() {
-                    Some(&(t, key)) if t <= now => {
-                        if let Some(old) = s.take(&key) {
-                            gone.push((key, old.user));
-                        } else {
-                            s.expiry.pop_first();
+                    Some(&(t, _)) if t <= now => {
+                        // Popping the index entry directly saves the second B-tree search that
+                        // `take` would make; the map entry it names carries that same deadline.
+                        let (_, key) = s.expiry.pop_first().expect("just seen");
+                        if let Some(old) = s.map.remove(&key) {
+                            s.aliases -= old.successor().is_some() as usize;
+                            gone.push((key, old));
                         }
                         removed += 1;
                     }
@@ -356,8 +360,8 @@ impl Store for MemoryStore {
                 }
             }
             drop(s);
-            for (key, user) in gone {
-                self.index_user(user.as_deref(), &key, false);
+            for (key, old) in gone.drain(..) {
+                self.index_user(old.user.as_deref(), &key, false);
             }
         }
         Ok(removed)
