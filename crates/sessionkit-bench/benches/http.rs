@@ -19,7 +19,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use sessionkit_bench::loadgen::{run, Plan};
-use sessionkit_bench::stats::{median, verdict_at_least};
+use sessionkit_bench::stats::{cpu_seconds, median, verdict_at_least};
 
 fn env_num(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -60,7 +60,10 @@ fn load(args: &[String]) {
         measure: Duration::from_secs_f64(args[2].parse().unwrap()),
     };
     let out = current_thread().block_on(run(&plan)).unwrap();
-    println!("{} {} {}", out.requests, out.seconds, out.errors);
+    println!(
+        "{} {} {} {}",
+        out.requests, out.seconds, out.errors, out.total
+    );
 }
 
 fn pinned(core: &str, taskset: bool) -> Command {
@@ -74,8 +77,10 @@ fn pinned(core: &str, taskset: bool) -> Command {
     }
 }
 
-/// One run of `scenario`: returns req/s (NaN if the run had errors).
-fn one_run(scenario: &str, cookie: bool, secs: f64, conns: u64, taskset: bool) -> f64 {
+/// One run of `scenario`: returns (req/s, requests per server CPU-second), NaN if the run had
+/// errors. The second figure counts every request the server answered (warm-up included)
+/// against the CPU time its process used, so other processes on the machine do not inflate it.
+fn one_run(scenario: &str, cookie: bool, secs: f64, conns: u64, taskset: bool) -> (f64, f64) {
     let mut server = pinned("0", taskset)
         .args(["serve", scenario])
         .stdout(Stdio::piped())
@@ -96,6 +101,7 @@ fn one_run(scenario: &str, cookie: bool, secs: f64, conns: u64, taskset: bool) -
         ])
         .output()
         .expect("run load generator");
+    let cpu = cpu_seconds(Some(server.id())).unwrap_or(f64::NAN);
     // Stop the server we started, by its own handle.
     let _ = server.kill();
     let _ = server.wait();
@@ -104,11 +110,11 @@ fn one_run(scenario: &str, cookie: bool, secs: f64, conns: u64, taskset: bool) -
         .split_whitespace()
         .filter_map(|s| s.parse().ok())
         .collect();
-    if f.len() != 3 || f[2] > 0.0 {
+    if f.len() != 4 || f[2] > 0.0 {
         eprintln!("{scenario}: run failed or had errors: {text:?}");
-        return f64::NAN;
+        return (f64::NAN, f64::NAN);
     }
-    f[0] / f[1]
+    (f[0] / f[1], f[3] / cpu)
 }
 
 fn driver() {
@@ -131,11 +137,13 @@ fn driver() {
     let taskset = taskset && cores >= 2;
     let scenarios = common::http_scenarios();
     let mut rates: Vec<Vec<f64>> = vec![vec![]; scenarios.len()];
+    let mut per_cpu: Vec<Vec<f64>> = vec![vec![]; scenarios.len()];
     for round in 0..runs {
         for (i, (name, _, cookie)) in scenarios.iter().enumerate() {
-            let r = one_run(name, *cookie, secs, conns, taskset);
-            println!("round {round} {name:<20} {r:>10.0} req/s");
+            let (r, c) = one_run(name, *cookie, secs, conns, taskset);
+            println!("round {round} {name:<20} {r:>10.0} req/s {c:>10.0} req per server CPU-s");
             rates[i].push(r);
+            per_cpu[i].push(c);
         }
     }
     println!("\nmedians:");
@@ -146,6 +154,20 @@ fn driver() {
         println!("{name:<20} {m:>10.0} req/s   (runs: {})", all.join(", "));
         med.insert(*name, m);
     }
+    println!("\nrequests per server CPU-second (medians):");
+    let mut cmed = std::collections::HashMap::new();
+    for (i, (name, _, _)) in scenarios.iter().enumerate() {
+        let m = median(&per_cpu[i]);
+        println!("{name:<20} {m:>10.0}");
+        cmed.insert(*name, m);
+    }
+    let rc = |a: &str, b: &str| cmed[a] / cmed[b];
+    println!(
+        "per CPU-second: cookie/bare {:.2}x, cookie/tower {:.2}x, no-cookie/tower {:.2}x",
+        rc("sessionkit-cookie", "bare-atomic"),
+        rc("sessionkit-cookie", "tower-cookie"),
+        rc("sessionkit-nocookie", "tower-nocookie")
+    );
     let r = |a: &str, b: &str| med[a] / med[b];
     println!("\nratios of medians:");
     println!(

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use criterion::{BenchmarkId, Criterion};
 use sessionkit::now_millis;
-use sessionkit_bench::stats::{median, verdict_at_least, verdict_at_most};
+use sessionkit_bench::stats::{cpu_seconds, median, verdict_at_least, verdict_at_most};
 use sessionkit_bench::Rng;
 
 const N: usize = 100_000;
@@ -149,20 +149,48 @@ fn gc_bench(c: &mut Criterion, rt: &tokio::runtime::Runtime, n: usize) {
     g.finish();
 }
 
-/// Interleaved rounds of the mixed workload; returns the median ns/op of each subject.
-fn mixed_ratios(workers: usize, rounds: usize, ops: u64) -> [f64; 3] {
+/// Runs one mixed-workload run; returns (wall ns/op, process CPU ns/op).
+fn timed<S: Subject>(
+    rt: &tokio::runtime::Runtime,
+    s: &Arc<S>,
+    workers: usize,
+    ops: u64,
+) -> (f64, f64) {
+    let c0 = cpu_seconds(None).unwrap_or(f64::NAN);
+    let wall = rt.block_on(mixed(s, workers, ops));
+    let c1 = cpu_seconds(None).unwrap_or(f64::NAN);
+    (
+        wall.as_nanos() as f64 / ops as f64,
+        (c1 - c0) * 1e9 / ops as f64,
+    )
+}
+
+/// Interleaved rounds of the mixed workload; returns the median wall ns/op of each subject and
+/// the median CPU ns/op (all threads of the process).
+fn mixed_ratios(workers: usize, rounds: usize, ops: u64) -> ([f64; 3], [f64; 3]) {
     let rt = runtime(workers);
     let sk = Arc::new(rt.block_on(Sk::build(N, 1)));
     let ts = Arc::new(rt.block_on(Ts::build(N, 1)));
     let dm = Arc::new(rt.block_on(Dm::build(N, 1)));
-    let ns = |d: Duration| d.as_nanos() as f64 / ops as f64;
     let mut r = [vec![], vec![], vec![]];
+    let mut c = [vec![], vec![], vec![]];
     for _ in 0..rounds {
-        r[0].push(ns(rt.block_on(mixed(&sk, workers, ops))));
-        r[1].push(ns(rt.block_on(mixed(&ts, workers, ops))));
-        r[2].push(ns(rt.block_on(mixed(&dm, workers, ops))));
+        for (i, (w, cpu)) in [
+            timed(&rt, &sk, workers, ops),
+            timed(&rt, &ts, workers, ops),
+            timed(&rt, &dm, workers, ops),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            r[i].push(w);
+            c[i].push(cpu);
+        }
     }
-    [median(&r[0]), median(&r[1]), median(&r[2])]
+    (
+        [median(&r[0]), median(&r[1]), median(&r[2])],
+        [median(&c[0]), median(&c[1]), median(&c[2])],
+    )
 }
 
 /// GC passes at `n` sessions of which `expired` are expired; median ms.
@@ -188,11 +216,18 @@ fn ratios() {
     let ops = if quick() { 20_000 } else { 1_000_000 };
     println!("\n== interleaved ratio pass: {rounds} rounds, {ops} ops per run, {N} sessions ==");
     for workers in [1, 2] {
-        let [sk, ts, dm] = mixed_ratios(workers, rounds, ops);
+        let ([sk, ts, dm], [skc, tsc, dmc]) = mixed_ratios(workers, rounds, ops);
         println!(
             "mixed 90/10, {workers} worker(s): sessionkit {sk:.0} ns/op ({:.2} Mops/s), \
              tower-sessions {ts:.0} ns/op, dashmap {dm:.0} ns/op",
             1e3 / sk
+        );
+        println!(
+            "  CPU time per op (all threads; not inflated by other processes holding the CPU): \
+             sessionkit {skc:.0} ns, tower-sessions {tsc:.0} ns, dashmap {dmc:.0} ns \
+             -> vs tower {:.2}x, vs dashmap {:.2}x",
+            tsc / skc,
+            dmc / skc
         );
         let tower_target = if workers == 2 { 2.0 } else { 1.2 };
         println!(

@@ -37,7 +37,7 @@ def panel(x0, title, series, ylabel, ylog):
         ty = lambda y: (math.log10(y) - lo) / (hi - lo)
         ticks = [10**e for e in range(lo, hi + 1)]
     else:
-        lo, hi = 0.0, max(ys_all) * 1.1
+        lo, hi = 0.0, max(ys_all) * 1.45  # headroom for the legend
         ty = lambda y: (y - lo) / (hi - lo)
         step = 10 ** math.floor(math.log10(hi / 4))
         step *= 2 if hi / step > 8 else 1

@@ -40,6 +40,8 @@ pub struct Outcome {
     pub errors: u64,
     /// Length of the measured window in seconds.
     pub seconds: f64,
+    /// Requests answered with 200 over the whole run, warm-up included.
+    pub total: u64,
 }
 
 impl Outcome {
@@ -82,6 +84,7 @@ pub async fn run(plan: &Plan) -> std::io::Result<Outcome> {
         requests,
         errors: bad.load(Ordering::Relaxed),
         seconds,
+        total: ok.load(Ordering::Relaxed),
     })
 }
 

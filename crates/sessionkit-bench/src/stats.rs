@@ -26,3 +26,20 @@ pub fn verdict_at_most(ratio: f64, target: f64) -> String {
     let ok = if ratio <= target { "met" } else { "MISSED" };
     format!("{ratio:.2}x (target <= {target}x: {ok})")
 }
+
+/// CPU seconds (user + system, all threads) used so far by process `pid` (`None`: this
+/// process), from `/proc/<pid>/stat` at the kernel's 100 Hz tick. On a shared machine this is
+/// the fairer cost measure: it does not count the time other processes held the CPU.
+pub fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
+    let path = match pid {
+        Some(p) => format!("/proc/{p}/stat"),
+        None => "/proc/self/stat".to_owned(),
+    };
+    let text = std::fs::read_to_string(path).ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = &text[text.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = f.get(11)?.parse().ok()?;
+    let stime: f64 = f.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}

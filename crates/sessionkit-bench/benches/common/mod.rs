@@ -323,15 +323,25 @@ pub fn runtime(workers: usize) -> tokio::runtime::Runtime {
 /// saves never conflict and every subject does the same work). Returns the wall time.
 pub async fn mixed<S: Subject>(s: &Arc<S>, workers: usize, ops: u64) -> Duration {
     let per = (ops / workers as u64).max(1);
+    // Every store call here completes without ever returning Pending, so a task would run to
+    // its end without giving its worker thread back; then one worker can end up running all
+    // tasks in turn while the other idles. The barrier and the periodic yield make the tasks
+    // spread over the workers and actually run in parallel.
+    let barrier = Arc::new(tokio::sync::Barrier::new(workers));
     let start = Instant::now();
     let tasks: Vec<_> = (0..workers)
         .map(|w| {
             let s = s.clone();
+            let barrier = barrier.clone();
             tokio::spawn(async move {
                 let mut local = s.local();
                 let mut rng = Rng::new(0x5eed + w as u64);
                 let owned = s.n() / workers;
-                for _ in 0..per {
+                barrier.wait().await;
+                for op in 0..per {
+                    if op % 256 == 255 {
+                        tokio::task::yield_now().await;
+                    }
                     let r = rng.next_u64();
                     let i = w + workers * ((r >> 8) as usize % owned);
                     if r % 10 == 0 {
