@@ -26,6 +26,12 @@ use crate::id::Key;
 use crate::record::{Millis, Record};
 
 pub mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres;
+#[cfg(feature = "redis")]
+pub mod redis;
+#[cfg(any(feature = "redis", feature = "postgres"))]
+mod url;
 
 pub use memory::MemoryStore;
 
@@ -95,7 +101,13 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 }
 
 /// The URL schemes [`open`] knows, with the cargo feature each needs.
-pub const SCHEMES: &[(&str, &str)] = &[("memory://", "(always available)")];
+pub const SCHEMES: &[(&str, &str)] = &[
+    ("memory://", "(always available)"),
+    ("redis://", "(cargo feature `redis`)"),
+    ("redis+cluster://", "(cargo feature `redis`)"),
+    ("postgres://", "(cargo feature `postgres`)"),
+    ("postgresql://", "(cargo feature `postgres`)"),
+];
 
 /// Opens a store by URL, e.g. `memory://`.
 ///
@@ -113,6 +125,18 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
     let scheme = url.split_once("://").map(|(s, _)| s).unwrap_or("");
     match scheme {
         "memory" => Ok(Arc::new(MemoryStore::new())),
+        #[cfg(feature = "redis")]
+        "redis" | "redis+cluster" => Ok(Arc::new(redis::RedisStore::open(url).await?)),
+        #[cfg(feature = "postgres")]
+        "postgres" | "postgresql" => Ok(Arc::new(postgres::PostgresStore::open(url).await?)),
+        #[cfg(not(feature = "redis"))]
+        "redis" | "redis+cluster" => Err(Error::Config(format!(
+            "store URL {url:?} needs sessionkit's cargo feature `redis`"
+        ))),
+        #[cfg(not(feature = "postgres"))]
+        "postgres" | "postgresql" => Err(Error::Config(format!(
+            "store URL {url:?} needs sessionkit's cargo feature `postgres`"
+        ))),
         _ => Err(Error::Config(format!(
             "unknown store URL {url:?}; known schemes: {}",
             SCHEMES
