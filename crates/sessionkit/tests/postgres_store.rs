@@ -159,3 +159,56 @@ async fn pg_bad_urls_are_clear_errors() {
         .unwrap_err();
     assert!(e.is_unavailable(), "{e}");
 }
+
+/// The server kills every connection of the store's pool (as a failover or restart would):
+/// calls fail with an unavailable error at worst, and the same store recovers on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_connection_loss_recovers() {
+    let Some(x) = Scratch::new().await else { return };
+    let app = format!("sk_fault_{}", token());
+    let url = with_param(&x.url(), "application_name", &app);
+    let s = Arc::new(PostgresStore::open(&url).await.unwrap());
+    let k = new_key();
+    s.create(&k, &record(60_000)).await.unwrap();
+    // Warm several pooled connections with overlapping calls.
+    let warm: Vec<_> = (0..4)
+        .map(|_| {
+            let s = s.clone();
+            tokio::spawn(async move { s.len(now_millis()).await })
+        })
+        .collect();
+    for h in warm {
+        h.await.unwrap().unwrap();
+    }
+    let killed: i64 = x
+        .admin
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1",
+            &[&app],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(killed >= 1, "no pool connection found to kill");
+    let mut failures = 0;
+    let mut recovered = false;
+    for _ in 0..50 {
+        match tokio::time::timeout(Duration::from_secs(5), s.load(&k, now_millis())).await {
+            Ok(Ok(r)) => {
+                assert!(r.is_some(), "the row survives a connection loss");
+                recovered = true;
+                break;
+            }
+            Ok(Err(e)) => {
+                assert!(e.is_unavailable(), "{e}");
+                failures += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(_) => panic!("load hung after the connections were killed"),
+        }
+    }
+    assert!(recovered, "store did not recover ({failures} failures)");
+    // Every operation works again on the same store object.
+    crud(&*s).await;
+    x.drop_schema().await;
+}
