@@ -233,11 +233,12 @@ mod tests {
 
     #[test]
     fn bearer_and_header_transports() {
-        let mut config = Config::default();
-        config.transport = Transport::Bearer {
-            response_header: HeaderName::from_static("x-session-token"),
-        };
-        let m = manager(config);
+        let m = manager(Config {
+            transport: Transport::Bearer {
+                response_header: HeaderName::from_static("x-session-token"),
+            },
+            ..Config::default()
+        });
         let id = SessionId::generate().unwrap();
         let mut h = HeaderMap::new();
         h.insert(
