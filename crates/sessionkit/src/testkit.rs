@@ -202,12 +202,14 @@ catalogue!(
     user_index_follows_every_write,
     destroy_user_removes_all_and_counts,
     corrupt_records_read_as_absent,
+    extreme_times_never_panic,
     concurrent_updates_through_manager_are_exact,
     writer_in_flight_during_destroy_never_resurrects,
 );
 
 /// Runs every test of [`TESTS`], each on a fresh fixture from `make`, and panics at the end
-/// listing every failed test by name. Must run inside a multi-threaded tokio runtime.
+/// listing every failed test by name. Must run inside a tokio runtime; use a multi-threaded one so
+/// the concurrency tests race for real.
 pub async fn run_all<F, Fut, X>(make: F)
 where
     F: Fn() -> Fut,
@@ -309,6 +311,7 @@ macro_rules! conformance_tests {
                 user_index_follows_every_write,
                 destroy_user_removes_all_and_counts,
                 corrupt_records_read_as_absent,
+                extreme_times_never_panic,
                 concurrent_updates_through_manager_are_exact,
                 writer_in_flight_during_destroy_never_resurrects,
             );
@@ -390,8 +393,12 @@ fn rich(now: Millis) -> Record {
     r.last_access = now - SEC;
     r.id_issued = now - 3 * SEC;
     r.data.set("n", "41").unwrap();
-    r.data.set("name", "\"Zoë \\\"the\\\" ünïcode 🦀\"").unwrap();
-    r.data.set("cart", "{\"items\":[1,2,3],\"total\":12.5}").unwrap();
+    r.data
+        .set("name", "\"Zoë \\\"the\\\" ünïcode 🦀\"")
+        .unwrap();
+    r.data
+        .set("cart", "{\"items\":[1,2,3],\"total\":12.5}")
+        .unwrap();
     r.data.set("", "null").unwrap();
     r.user = Some(unique_user("rich"));
     r.csrf = Some("csrf-token-value".into());
@@ -569,9 +576,16 @@ pub async fn create_is_insert_if_absent(fx: Fixture) {
             Err(e) => panic!("concurrent create: unexpected error {e:?}"),
         }
     }
-    assert_eq!(winners.len(), 1, "concurrent creates of one key: winners {winners:?}");
+    assert_eq!(
+        winners.len(),
+        1,
+        "concurrent creates of one key: winners {winners:?}"
+    );
     let stored = load(&store, &k2, now).await.expect("the winner's record");
-    assert_eq!(stored.data.get("who"), Some(winners[0].to_string().as_str()));
+    assert_eq!(
+        stored.data.get("who"),
+        Some(winners[0].to_string().as_str())
+    );
 
     // An expired record does not block its key; the user index follows the replacement.
     let (old_user, new_user) = (unique_user("old"), unique_user("new"));
@@ -654,7 +668,11 @@ pub async fn save_is_compare_and_set(fx: Fixture) {
 
     let unknown = key();
     expect_conflict(store.save(&unknown, &r2, 1).await, "save on an unknown key");
-    assert_eq!(load(&store, &unknown, now).await, None, "save must never insert");
+    assert_eq!(
+        load(&store, &unknown, now).await,
+        None,
+        "save must never insert"
+    );
 
     // Concurrent savers at one version: exactly one wins, and its record is what is stored.
     let tasks = (0..16)
@@ -672,10 +690,17 @@ pub async fn save_is_compare_and_set(fx: Fixture) {
             Err(e) => panic!("concurrent save: unexpected error {e:?}"),
         }
     }
-    assert_eq!(winners.len(), 1, "concurrent saves at one version: winners {winners:?}");
+    assert_eq!(
+        winners.len(),
+        1,
+        "concurrent saves at one version: winners {winners:?}"
+    );
     let stored = load(&store, &k, now).await.expect("record");
     assert_eq!(stored.version, 3);
-    assert_eq!(stored.data.get("who"), Some(winners[0].to_string().as_str()));
+    assert_eq!(
+        stored.data.get("who"),
+        Some(winners[0].to_string().as_str())
+    );
     assert_eq!(len(&store, now).await, 1);
 }
 
@@ -693,16 +718,27 @@ pub async fn save_after_destroy_never_resurrects(fx: Fixture) {
         store.save(&k, &next(&r, now), 1).await,
         "save after destroy",
     );
-    assert_eq!(load(&store, &k, now).await, None, "destroyed session came back");
+    assert_eq!(
+        load(&store, &k, now).await,
+        None,
+        "destroyed session came back"
+    );
     assert_eq!(len(&store, now).await, 0);
     assert!(keys_of(&store, &user, now).await.is_empty());
     assert!(
         !store.touch(&k, now, now + HOUR).await.expect("touch"),
         "touch after destroy"
     );
-    assert_eq!(load(&store, &k, now).await, None, "touch revived the session");
+    assert_eq!(
+        load(&store, &k, now).await,
+        None,
+        "touch revived the session"
+    );
     // The key is free again.
-    store.create(&k, &live(now)).await.expect("create after destroy");
+    store
+        .create(&k, &live(now))
+        .await
+        .expect("create after destroy");
 }
 
 /// A save on a record that expired meanwhile is a [`Error::Conflict`] and does not revive it.
@@ -718,7 +754,11 @@ pub async fn save_on_expired_record_conflicts(fx: Fixture) {
         store.save(&k, &next(&old, now), old.version).await,
         "save on an expired record",
     );
-    assert_eq!(load(&store, &k, now).await, None, "expired session came back");
+    assert_eq!(
+        load(&store, &k, now).await,
+        None,
+        "expired session came back"
+    );
     assert_eq!(len(&store, now).await, 0);
     assert!(keys_of(&store, &user, now).await.is_empty());
 }
@@ -734,7 +774,10 @@ pub async fn touch_moves_deadline_keeps_data_and_version(fx: Fixture) {
     r.absolute_expires_at = now + 10 * MIN;
     store.create(&k, &r).await.expect("create");
 
-    assert!(store.touch(&k, now + SEC, now + 2 * MIN).await.expect("touch"));
+    assert!(store
+        .touch(&k, now + SEC, now + 2 * MIN)
+        .await
+        .expect("touch"));
     let mut want = r.clone();
     want.last_access = now + SEC;
     want.expires_at = now + 2 * MIN;
@@ -744,7 +787,10 @@ pub async fn touch_moves_deadline_keeps_data_and_version(fx: Fixture) {
         "touch must change last_access and expires_at only"
     );
 
-    assert!(store.touch(&k, now + 2 * SEC, now + DAY).await.expect("touch"));
+    assert!(store
+        .touch(&k, now + 2 * SEC, now + DAY)
+        .await
+        .expect("touch"));
     want.last_access = now + 2 * SEC;
     want.expires_at = r.absolute_expires_at;
     assert_eq!(
@@ -762,7 +808,11 @@ pub async fn touch_moves_deadline_keeps_data_and_version(fx: Fixture) {
 
     let unknown = key();
     assert!(!store.touch(&unknown, now, now + HOUR).await.expect("touch"));
-    assert_eq!(load(&store, &unknown, now).await, None, "touch must never create");
+    assert_eq!(
+        load(&store, &unknown, now).await,
+        None,
+        "touch must never create"
+    );
 
     let dead = key();
     store.create(&dead, &expired(now)).await.expect("create");
@@ -770,7 +820,11 @@ pub async fn touch_moves_deadline_keeps_data_and_version(fx: Fixture) {
         !store.touch(&dead, now, now + HOUR).await.expect("touch"),
         "touch on an expired record"
     );
-    assert_eq!(load(&store, &dead, now).await, None, "touch revived an expired record");
+    assert_eq!(
+        load(&store, &dead, now).await,
+        None,
+        "touch revived an expired record"
+    );
 }
 
 /// The expiry seen by `load`, `gc` and `len` follows deadlines moved by `save` and `touch`, in
@@ -812,10 +866,19 @@ pub async fn deadlines_follow_save_and_touch(fx: Fixture) {
     if fx.self_expiring {
         assert!(removed <= 2, "gc removed {removed}, only 2 were expired");
     } else {
-        assert_eq!(removed, 2, "gc must remove exactly the 2 records expired at that time");
+        assert_eq!(
+            removed, 2,
+            "gc must remove exactly the 2 records expired at that time"
+        );
     }
-    assert!(load(&store, &a, later).await.is_some(), "gc removed a live record");
-    assert!(load(&store, &b, later).await.is_some(), "gc removed a live record");
+    assert!(
+        load(&store, &a, later).await.is_some(),
+        "gc removed a live record"
+    );
+    assert!(
+        load(&store, &b, later).await.is_some(),
+        "gc removed a live record"
+    );
     assert_eq!(len(&store, later).await, 2);
 }
 
@@ -836,7 +899,11 @@ pub async fn rotate_without_grace_kills_old_key(fx: Fixture) {
         .await
         .expect("rotate");
 
-    assert_eq!(load(&store, &old, now).await, None, "old key alive after rotate");
+    assert_eq!(
+        load(&store, &old, now).await,
+        None,
+        "old key alive after rotate"
+    );
     assert_eq!(load(&store, &new, now).await.as_ref(), Some(&moved));
     expect_conflict(
         store.save(&old, &next(&r, now), r.version).await,
@@ -884,9 +951,16 @@ pub async fn rotate_with_grace_leaves_alias(fx: Fixture) {
     let alias = load(&store, &old, now)
         .await
         .expect("the old key must load as an alias inside the grace window");
-    assert_eq!(alias.successor(), Some(&new), "alias must point at the new key");
+    assert_eq!(
+        alias.successor(),
+        Some(&new),
+        "alias must point at the new key"
+    );
     assert!(alias.data.is_empty(), "an alias carries no data: {alias:?}");
-    assert!(alias.expires_at <= grace, "alias outlives its grace deadline");
+    assert!(
+        alias.expires_at <= grace,
+        "alias outlives its grace deadline"
+    );
     assert_eq!(load(&store, &new, now).await.as_ref(), Some(&moved));
 
     assert_eq!(len(&store, now).await, 2, "len must not count the alias");
@@ -920,14 +994,20 @@ pub async fn rotate_with_grace_leaves_alias(fx: Fixture) {
     }
     assert_eq!(load(&store, &elsewhere, now).await, None);
     assert_eq!(
-        load(&store, &old, now).await.and_then(|a| a.successor().copied()),
+        load(&store, &old, now)
+            .await
+            .and_then(|a| a.successor().copied()),
         Some(new),
         "refused writes must leave the alias in place"
     );
 
     // After the grace deadline the alias is gone for load and len, and gc collects it.
     let after = grace + SEC;
-    assert_eq!(load(&store, &old, after).await, None, "alias outlived its grace window");
+    assert_eq!(
+        load(&store, &old, after).await,
+        None,
+        "alias outlived its grace window"
+    );
     assert_eq!(len(&store, after).await, 2, "len after the alias expired");
     let removed = gc_all(&store, after, 100).await;
     if !fx.self_expiring {
@@ -955,8 +1035,16 @@ pub async fn rotate_conflicts_move_nothing(fx: Fixture) {
             store.rotate(&old, 1, &new, &next(&r2, now), grace).await,
             "rotate at a stale version",
         );
-        assert_eq!(load(&store, &old, now).await.as_ref(), Some(&r2), "old moved");
-        assert_eq!(load(&store, &new, now).await, None, "new key filled by a refused rotate");
+        assert_eq!(
+            load(&store, &old, now).await.as_ref(),
+            Some(&r2),
+            "old moved"
+        );
+        assert_eq!(
+            load(&store, &new, now).await,
+            None,
+            "new key filled by a refused rotate"
+        );
     }
 
     let unknown = key();
@@ -971,7 +1059,11 @@ pub async fn rotate_conflicts_move_nothing(fx: Fixture) {
         "rotate from an expired record",
     );
     assert_eq!(load(&store, &new, now).await, None);
-    assert_eq!(load(&store, &dead, now).await, None, "rotate revived an expired record");
+    assert_eq!(
+        load(&store, &dead, now).await,
+        None,
+        "rotate revived an expired record"
+    );
 
     // The target is taken by a live session: refused, both untouched.
     let taken = key();
@@ -1036,7 +1128,13 @@ pub async fn destroy_removes_the_record(fx: Fixture) {
     // Destroying an alias leaves the session it points at.
     let new = key();
     store
-        .rotate(&bystander, rb.version, &new, &next(&rb, now), Some(now + MIN))
+        .rotate(
+            &bystander,
+            rb.version,
+            &new,
+            &next(&rb, now),
+            Some(now + MIN),
+        )
         .await
         .expect("rotate");
     assert!(store.destroy(&bystander).await.expect("destroy alias"));
@@ -1073,7 +1171,11 @@ pub async fn gc_removes_expired_in_bounded_batches(fx: Fixture) {
         live_keys.push(k);
     }
 
-    assert_eq!(store.gc(now, 0).await.expect("gc limit 0"), 0, "gc(limit 0)");
+    assert_eq!(
+        store.gc(now, 0).await.expect("gc limit 0"),
+        0,
+        "gc(limit 0)"
+    );
     let first = store.gc(now, 1).await.expect("gc limit 1");
     if !fx.self_expiring {
         assert_eq!(first, 1, "gc(limit 1) with expired records must remove one");
@@ -1091,14 +1193,20 @@ pub async fn gc_removes_expired_in_bounded_batches(fx: Fixture) {
         assert!(calls < 100, "gc never finished");
     }
     if fx.self_expiring {
-        assert!(total <= 25, "gc removed {total} records, only 25 were expired");
+        assert!(
+            total <= 25,
+            "gc removed {total} records, only 25 were expired"
+        );
     } else {
         assert_eq!(total, 25, "gc must remove exactly the expired records");
         assert!(calls >= 4, "24 records at 7 per call need at least 4 calls");
     }
     assert_eq!(store.gc(now, 7).await.expect("gc"), 0, "second gc pass");
     for k in &live_keys {
-        assert!(load(&store, k, now).await.is_some(), "gc removed a live record");
+        assert!(
+            load(&store, k, now).await.is_some(),
+            "gc removed a live record"
+        );
     }
     for k in &dead_keys {
         assert_eq!(load(&store, k, now).await, None);
@@ -1140,7 +1248,13 @@ pub async fn len_counts_live_sessions_only(fx: Fixture) {
     // the alias (see `sibling`) so that miscounting it shows.
     let (k5, r5) = keys[5].clone();
     store
-        .rotate(&k5, r5.version, &key(), &next(&r5, now), Some(now + 20 * SEC))
+        .rotate(
+            &k5,
+            r5.version,
+            &key(),
+            &next(&r5, now),
+            Some(now + 20 * SEC),
+        )
         .await
         .expect("rotate");
     for n in 1..4 {
@@ -1181,6 +1295,18 @@ pub async fn scan_visits_every_live_record_once(fx: Fixture) {
     for _ in 0..6 {
         store.create(&key(), &expired(now)).await.expect("create");
     }
+    // Neighbours in key order, where cursor mistakes show: live ones, and expired ones.
+    let some: Vec<Key> = want.keys().take(8).copied().collect();
+    for (i, k) in some.iter().enumerate() {
+        let s = sibling(k, 1);
+        if i % 2 == 0 {
+            let r = set(live(now), "sibling", "true");
+            store.create(&s, &r).await.expect("create");
+            want.insert(s, r);
+        } else {
+            store.create(&s, &expired(now)).await.expect("create");
+        }
+    }
     // Rotate one with grace: the new key is live, the alias is not a session.
     let (&k0, r0) = want.iter().next().map(|(k, r)| (k, r.clone())).unwrap();
     let moved = next(&r0, now);
@@ -1192,7 +1318,8 @@ pub async fn scan_visits_every_live_record_once(fx: Fixture) {
     want.remove(&k0);
     want.insert(k1, moved);
 
-    for limit in [1, 10, 53, 1000] {
+    assert_eq!(want.len(), 57);
+    for limit in [1, 10, 57, 1000] {
         let pages = scan_pages(&store, limit, now).await;
         let all: Vec<(Key, Record)> = pages.into_iter().flatten().collect();
         let seen = count_keys(&all);
@@ -1206,7 +1333,11 @@ pub async fn scan_visits_every_live_record_once(fx: Fixture) {
                 "scan (limit {limit}) returned a record that is not a live session (or altered)"
             );
         }
-        assert_eq!(seen.len(), want.len(), "scan (limit {limit}) missed records");
+        assert_eq!(
+            seen.len(),
+            want.len(),
+            "scan (limit {limit}) missed records"
+        );
     }
 
     // A malformed cursor is an error or an empty page, never a panic.
@@ -1288,8 +1419,14 @@ pub async fn scan_is_stable_under_concurrent_changes(fx: Fixture) {
 
     let counts = count_keys(&seen);
     for (k, n) in &counts {
-        assert_eq!(*n, 1, "scan returned {k:?} {n} times under concurrent changes");
-        assert!(!gone_before.contains(k), "scan returned a record destroyed before it began");
+        assert_eq!(
+            *n, 1,
+            "scan returned {k:?} {n} times under concurrent changes"
+        );
+        assert!(
+            !gone_before.contains(k),
+            "scan returned a record destroyed before it began"
+        );
         assert!(known.contains(k), "scan returned a key nobody wrote");
     }
     for (k, _) in &stable {
@@ -1325,11 +1462,17 @@ pub async fn user_index_follows_every_write(fx: Fixture) {
     for (k, r) in [(&k1, &r1), (&k2, &r2), (&k3, &r3), (&k4, &r4), (&k5, &r5)] {
         store.create(k, r).await.expect("create");
     }
-    assert_eq!(keys_of(&store, &ua, now).await, vec![k1, k2], "oldest first");
+    assert_eq!(
+        keys_of(&store, &ua, now).await,
+        vec![k1, k2],
+        "oldest first"
+    );
     let listed = store.sessions_of(&ua, now).await.expect("sessions_of");
     assert_eq!(listed[0].1, r1, "sessions_of returns the stored records");
     assert_eq!(keys_of(&store, &ub, now).await, vec![k3]);
-    assert!(keys_of(&store, &unique_user("nobody"), now).await.is_empty());
+    assert!(keys_of(&store, &unique_user("nobody"), now)
+        .await
+        .is_empty());
     assert!(keys_of(&store, "", now).await.is_empty());
 
     // save moves sessions between users.
@@ -1369,8 +1512,15 @@ pub async fn user_index_follows_every_write(fx: Fixture) {
     assert_eq!(store.destroy_user(&ua).await.expect("destroy_user"), 1);
     assert!(keys_of(&store, &ua, now).await.is_empty());
     assert_eq!(load(&store, &k6, now).await, None);
-    assert_eq!(keys_of(&store, &ub, now).await, vec![k7], "other users untouched");
-    assert!(load(&store, &k1, now).await.is_some(), "a signed-out session untouched");
+    assert_eq!(
+        keys_of(&store, &ub, now).await,
+        vec![k7],
+        "other users untouched"
+    );
+    assert!(
+        load(&store, &k1, now).await.is_some(),
+        "a signed-out session untouched"
+    );
 }
 
 /// `destroy_user` removes every session of the user, returns how many, and touches no one else.
@@ -1415,7 +1565,10 @@ pub async fn destroy_user_removes_all_and_counts(fx: Fixture) {
     assert_eq!(keys_of(&store, &v, now).await.len(), 5);
     assert_eq!(keys_of(&store, &prefix, now).await, vec![kp]);
     assert_eq!(
-        store.destroy_user(&unique_user("nobody")).await.expect("destroy_user"),
+        store
+            .destroy_user(&unique_user("nobody"))
+            .await
+            .expect("destroy_user"),
         0
     );
 }
@@ -1461,7 +1614,9 @@ pub async fn corrupt_records_read_as_absent(fx: Fixture) {
     });
     add("zeroed", &|k| vec![0; good_for(k).len()]);
     add("garbage", &|_| {
-        (0..300u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect()
+        (0..300u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect()
     });
     add("json", &|_| br#"{"user":"admin","n":1}"#.to_vec());
     add("flipped byte", &|k| {
@@ -1471,6 +1626,21 @@ pub async fn corrupt_records_read_as_absent(fx: Fixture) {
         b
     });
     add("another key's record", &|_| good_for(&victim));
+
+    // First check the hook itself: intact bytes planted with it must load, or every case
+    // below would pass without testing anything.
+    let planted = key();
+    let mut good = live(now);
+    good.data.set("planted", "true").unwrap();
+    raw.put_raw(&planted, &good.encode(&planted))
+        .await
+        .expect("put_raw (intact record)");
+    let back = load(&store, &planted, now)
+        .await
+        .expect("an intact record planted with put_raw must load: the RawAccess hook writes where the store does not read");
+    assert_eq!(back.data, good.data);
+    assert_eq!(back.version, good.version);
+    assert!(store.destroy(&planted).await.expect("destroy planted"));
 
     for (what, k, bytes) in &cases {
         raw.put_raw(k, bytes)
@@ -1483,7 +1653,11 @@ pub async fn corrupt_records_read_as_absent(fx: Fixture) {
         }
     }
 
-    let all: Vec<(Key, Record)> = scan_pages(&store, 3, now).await.into_iter().flatten().collect();
+    let all: Vec<(Key, Record)> = scan_pages(&store, 3, now)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
     for (k, r) in &all {
         assert!(
             *k == neighbour && *r == rn,
@@ -1512,7 +1686,55 @@ pub async fn corrupt_records_read_as_absent(fx: Fixture) {
         assert_eq!(load(&store, k, now).await, Some(fresh));
     }
     assert_eq!(load(&store, &victim, now).await, None);
-    assert_eq!(load(&store, &neighbour, now).await, Some(rn), "neighbour damaged");
+    assert_eq!(
+        load(&store, &neighbour, now).await,
+        Some(rn),
+        "neighbour damaged"
+    );
+}
+
+/// Timestamps at the ends of the `i64` range (a clock gone wrong, a huge timeout) give a result
+/// or an error, never a panic or an overflow; a deadline at `i64::MAX` means "never expires".
+pub async fn extreme_times_never_panic(fx: Fixture) {
+    let store = fx.store.clone();
+    let now = now_millis();
+    let forever = key();
+    let mut r = live(now);
+    r.expires_at = Millis::MAX;
+    r.absolute_expires_at = Millis::MAX;
+    store
+        .create(&forever, &r)
+        .await
+        .expect("create with deadline i64::MAX");
+    assert_eq!(load(&store, &forever, now).await.as_ref(), Some(&r));
+    assert!(store
+        .touch(&forever, now, Millis::MAX)
+        .await
+        .expect("touch to i64::MAX"));
+    let k = key();
+    store.create(&k, &live(now)).await.expect("create");
+    for t in [Millis::MIN, -1, 0, Millis::MAX - 1, Millis::MAX] {
+        let _ = store.load(&k, t).await;
+        let _ = store.len(t).await;
+        let _ = store.gc(t, 0).await;
+        let _ = store.scan(None, 10, t).await;
+        let _ = store.sessions_of("nobody", t).await;
+    }
+    let scratch = key();
+    store.create(&scratch, &live(now)).await.expect("create");
+    let _ = store.touch(&scratch, Millis::MAX, Millis::MAX).await;
+    let _ = store.touch(&scratch, Millis::MIN, Millis::MIN).await;
+    let _ = store.destroy(&scratch).await;
+    assert!(
+        load(&store, &forever, now).await.is_some(),
+        "a never-expiring record expired"
+    );
+    assert_eq!(len(&store, now).await, 2);
+    assert_eq!(
+        load(&store, &forever, Millis::MAX).await,
+        None,
+        "expired at its deadline"
+    );
 }
 
 /// A manager over the fixture's store, and the request headers of a stored session holding
@@ -1599,7 +1821,11 @@ pub async fn writer_in_flight_during_destroy_never_resurrects(fx: Fixture) {
         .expect("update");
     manager.finish(&writer).await.expect("finish writer");
     manager.finish(&rotator).await.expect("finish rotator");
-    assert_eq!(load(&store, &key, now_millis()).await, None, "session resurrected");
+    assert_eq!(
+        load(&store, &key, now_millis()).await,
+        None,
+        "session resurrected"
+    );
     assert_eq!(
         len(&store, now_millis()).await,
         0,
@@ -1633,7 +1859,11 @@ pub async fn writer_in_flight_during_destroy_never_resurrects(fx: Fixture) {
             res.unwrap_or_else(|e| panic!("round {round}: request failed: {e}"));
         }
         let now = now_millis();
-        assert_eq!(load(&store, &key, now).await, None, "round {round}: resurrected");
+        assert_eq!(
+            load(&store, &key, now).await,
+            None,
+            "round {round}: resurrected"
+        );
         for (k, r) in scan_pages(&store, 100, now).await.into_iter().flatten() {
             assert!(
                 r.data.get("origin").is_none(),

@@ -26,6 +26,8 @@ impl Keys {
     }
 }
 
+const SEED: u64 = 0x5e55_104b;
+
 #[tokio::test]
 async fn one_gc_pass_removes_exactly_the_expired_of_a_million() {
     const TOTAL: u64 = 1_000_000;
@@ -37,7 +39,7 @@ async fn one_gc_pass_removes_exactly_the_expired_of_a_million() {
     let live = Record::new(now, now + 3_600_000, now + 86_400_000);
     // Expired at different moments of the last 10 s, the first exactly at `now`.
     let mut dead = Record::new(now - 7_200_000, now - 3_600_000, now + 86_400_000);
-    let mut keys = Keys(0x5e55_104b_17);
+    let mut keys = Keys(SEED);
     let mut expired_keys = Vec::with_capacity(EXPIRED as usize);
     for i in 0..TOTAL {
         let k = keys.key();
@@ -67,20 +69,30 @@ async fn one_gc_pass_removes_exactly_the_expired_of_a_million() {
             break;
         }
     }
-    assert_eq!(removed, EXPIRED, "one pass removes exactly the expired sessions");
+    assert_eq!(
+        removed, EXPIRED,
+        "one pass removes exactly the expired sessions"
+    );
     assert_eq!(batches, 11, "10 full batches and one short one");
     assert_eq!(store.len(now).await.unwrap(), TOTAL - EXPIRED);
-    assert_eq!(store.gc(now, BATCH).await.unwrap(), 0, "nothing left to collect");
+    assert_eq!(
+        store.gc(now, BATCH).await.unwrap(),
+        0,
+        "nothing left to collect"
+    );
     for k in expired_keys.iter().step_by(97) {
         assert!(store.load(k, now).await.unwrap().is_none());
     }
     // A sample of live sessions survived (every key is regenerated in the same order).
-    let mut again = Keys(0x5e55_104b_17);
+    let mut again = Keys(SEED);
     let mut live_seen = 0;
     for i in 0..10_000u64 {
         let k = again.key();
         if i % 100 != 0 {
-            assert!(store.load(&k, now).await.unwrap().is_some(), "live #{i} lost");
+            assert!(
+                store.load(&k, now).await.unwrap().is_some(),
+                "live #{i} lost"
+            );
             live_seen += 1;
         }
     }
