@@ -1,6 +1,5 @@
-//! The store conformance suite (`sessionkit::testkit`) against [`MemoryStore`]. Needs the
-//! `testkit` feature: `cargo test -p sessionkit --features testkit`.
-#![cfg(feature = "testkit")]
+//! The store conformance suite (`sessionkit::testkit`) against [`MemoryStore`]. The `testkit`
+//! feature is switched on for this crate's tests by its self dev-dependency.
 
 use std::sync::Arc;
 
