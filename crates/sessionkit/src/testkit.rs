@@ -21,7 +21,10 @@
 //! ```
 //!
 //! A store that holds bytes at rest should also let the suite plant corrupt bytes, so the
-//! "corrupt records read as absent" rule is checked (it is skipped otherwise):
+//! "corrupt records read as absent" rule is checked (it is skipped otherwise). Build the
+//! [`Fixture`] yourself for that, and to keep a temporary directory alive with [`Fixture::keep`]
+//! (`MemoryStore` stands in for your store below; the suite first checks that an intact record
+//! planted through the hook loads, so a hook that writes nowhere fails loudly):
 //!
 //! ```
 //! use std::sync::Arc;
