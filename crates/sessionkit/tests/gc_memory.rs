@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use sessionkit::{now_millis, Key, MemoryStore, Record, Store};
+use sessionkit::{now_millis, Key, MemoryStore, Millis, Record, Store};
 
 /// Keys for the test without a million calls into the OS random generator: SplitMix64 output
 /// is uniform enough for the store's sharding and hashing, which is all that matters here.
@@ -26,32 +26,47 @@ impl Keys {
     }
 }
 
-const SEED: u64 = 0x5e55_104b;
+const TOTAL: u64 = 1_000_000;
+const EXPIRED: u64 = 10_000;
+const BATCH: usize = 1_000;
+/// Writers filling the store in parallel (the shards lock independently).
+const WRITERS: u64 = 4;
 
-#[tokio::test]
-async fn one_gc_pass_removes_exactly_the_expired_of_a_million() {
-    const TOTAL: u64 = 1_000_000;
-    const EXPIRED: u64 = 10_000;
-    const BATCH: usize = 1_000;
+fn seed(writer: u64) -> u64 {
+    0x5e55_104b_0000_0000 ^ writer.wrapping_mul(0x1234_5678_9abc_def1)
+}
 
-    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-    let now = now_millis();
+/// Writes this writer's share: every 100th record (by global index) is expired, so expired
+/// records are spread over all shards and interleaved with live ones. Returns the expired keys.
+async fn fill(store: Arc<dyn Store>, writer: u64, now: Millis) -> Vec<Key> {
     let live = Record::new(now, now + 3_600_000, now + 86_400_000);
-    // Expired at different moments of the last 10 s, the first exactly at `now`.
     let mut dead = Record::new(now - 7_200_000, now - 3_600_000, now + 86_400_000);
-    let mut keys = Keys(SEED);
-    let mut expired_keys = Vec::with_capacity(EXPIRED as usize);
-    for i in 0..TOTAL {
+    let mut keys = Keys(seed(writer));
+    let mut expired = Vec::new();
+    for i in (writer..TOTAL).step_by(WRITERS as usize) {
         let k = keys.key();
-        // Every 100th record is expired, so they are spread over all shards and interleaved
-        // with live ones in insertion order.
         if i % 100 == 0 {
+            // Expired at different moments of the last 10 s, the first exactly at `now`.
             dead.expires_at = now - (i / 100) as i64;
             store.create(&k, &dead).await.unwrap();
-            expired_keys.push(k);
+            expired.push(k);
         } else {
             store.create(&k, &live).await.unwrap();
         }
+    }
+    expired
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_gc_pass_removes_exactly_the_expired_of_a_million() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let now = now_millis();
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| tokio::spawn(fill(store.clone(), w, now)))
+        .collect();
+    let mut expired_keys = Vec::new();
+    for w in writers {
+        expired_keys.extend(w.await.unwrap());
     }
     assert_eq!(expired_keys.len() as u64, EXPIRED);
     assert_eq!(store.len(now).await.unwrap(), TOTAL - EXPIRED);
@@ -83,10 +98,10 @@ async fn one_gc_pass_removes_exactly_the_expired_of_a_million() {
     for k in expired_keys.iter().step_by(97) {
         assert!(store.load(k, now).await.unwrap().is_none());
     }
-    // A sample of live sessions survived (every key is regenerated in the same order).
-    let mut again = Keys(SEED);
+    // A sample of live sessions survived (writer 0's keys, regenerated in the same order).
+    let mut again = Keys(seed(0));
     let mut live_seen = 0;
-    for i in 0..10_000u64 {
+    for i in (0..40_000u64).step_by(WRITERS as usize) {
         let k = again.key();
         if i % 100 != 0 {
             assert!(
@@ -96,5 +111,5 @@ async fn one_gc_pass_removes_exactly_the_expired_of_a_million() {
             live_seen += 1;
         }
     }
-    assert_eq!(live_seen, 9_900);
+    assert_eq!(live_seen, 10_000 - 400);
 }
