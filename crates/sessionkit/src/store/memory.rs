@@ -31,7 +31,7 @@ const USER_SHARDS: usize = 64;
 /// ```
 pub struct MemoryStore {
     shards: Box<[RwLock<Shard>]>,
-    users: Box<[Mutex<HashMap<String, HashSet<Key, KeyHash>>>]>,
+    users: Box<[Mutex<UserIndex>]>,
 }
 
 #[derive(Default)]
@@ -63,6 +63,9 @@ impl Hasher for KeyHasher {
 }
 
 type KeyHash = BuildHasherDefault<KeyHasher>;
+
+/// One shard of the user index: user name → keys of their sessions.
+type UserIndex = HashMap<String, HashSet<Key, KeyHash>>;
 
 impl Default for MemoryStore {
     fn default() -> Self {
@@ -97,7 +100,7 @@ impl MemoryStore {
         self.shard(key).write().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn user_shard(&self, user: &str) -> &Mutex<HashMap<String, HashSet<Key, KeyHash>>> {
+    fn user_shard(&self, user: &str) -> &Mutex<UserIndex> {
         let h = user.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
             (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
         });
@@ -352,7 +355,12 @@ impl Store for MemoryStore {
         let mut n = 0u64;
         for shard in self.shards.iter() {
             let s = shard.read().unwrap_or_else(|e| e.into_inner());
-            let expired = s.expiry.range(..(now + 1, Key([0; 32]))).count();
+            // Expired aliases are already left out by `aliases`: count only expired sessions.
+            let expired = s
+                .expiry
+                .range(..=(now, Key([0xff; 32])))
+                .filter(|(_, k)| s.map.get(k).is_some_and(|r| r.successor().is_none()))
+                .count();
             n += (s.map.len() - s.aliases).saturating_sub(expired) as u64;
         }
         Ok(n)
