@@ -11,10 +11,11 @@ use sessionkit::store::postgres::PostgresStore;
 use sessionkit::{now_millis, Store};
 use shared_stores::*;
 
-/// A scratch schema, dropped by [`Scratch::drop_schema`].
+/// A scratch schema, dropped when the test ends (also on panic).
 struct Scratch {
     schema: String,
     admin: tokio_postgres::Client,
+    _guard: DropSchema,
 }
 
 impl Scratch {
@@ -30,8 +31,10 @@ impl Scratch {
             Err(_) => return unavailable("postgres", "connect timed out"),
         };
         tokio::spawn(conn);
+        let schema = format!("sk_test_{}", token());
         Some(Self {
-            schema: format!("sk_test_{}", token()),
+            _guard: DropSchema(schema.clone()),
+            schema,
             admin,
         })
     }

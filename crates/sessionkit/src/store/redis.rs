@@ -239,6 +239,45 @@ impl RedisStore {
         Ok(n)
     }
 
+    /// Writes `bytes` as the payload of `key` with every other field saying "live" (far-off
+    /// deadlines, indexed, no user): the conformance suite's hook for planting corrupt records.
+    #[cfg(feature = "testkit")]
+    pub async fn put_raw(&self, key: &Key, bytes: &[u8]) -> Result<()> {
+        let far: Millis = crate::record::now_millis() + 3_600_000;
+        let [rec, x, k] = self.keys3(key);
+        let member = key.to_hex();
+        let mut cmds = Vec::new();
+        let mut c = redis::cmd("DEL");
+        c.arg(&rec);
+        cmds.push(c);
+        let mut c = redis::cmd("HSET");
+        c.arg(&rec)
+            .arg("v")
+            .arg(1)
+            .arg("e")
+            .arg(far)
+            .arg("l")
+            .arg(far - 3_600_000)
+            .arg("b")
+            .arg(far)
+            .arg("d")
+            .arg(bytes);
+        cmds.push(c);
+        let mut c = redis::cmd("PEXPIREAT");
+        c.arg(&rec).arg(far);
+        cmds.push(c);
+        let mut c = redis::cmd("ZADD");
+        c.arg(&x).arg(far).arg(&member);
+        cmds.push(c);
+        let mut c = redis::cmd("ZADD");
+        c.arg(&k).arg(0).arg(&member);
+        cmds.push(c);
+        for c in cmds {
+            self.query(&c, "put_raw").await?;
+        }
+        Ok(())
+    }
+
     async fn masters(&self) -> Result<Vec<(String, u16)>> {
         let v = self.query(&redis::cmd("CLUSTER").arg("SLOTS"), "purge").await?;
         let mut out = Vec::new();
@@ -361,7 +400,13 @@ impl RedisStore {
             &[self.user_key(user)],
             &[
                 key.to_hex().into_bytes(),
-                record.absolute_expires_at.to_string().into_bytes(),
+                // The absolute deadline bounds the session's life; the max guards against a
+                // record whose expires_at was set past it.
+                record
+                    .absolute_expires_at
+                    .max(record.expires_at)
+                    .to_string()
+                    .into_bytes(),
                 record.last_access.to_string().into_bytes(),
             ],
             "index",

@@ -469,3 +469,32 @@ pub async fn manager_flow(store: Arc<dyn Store>) {
     assert_eq!(s.get::<u64>("count").await.unwrap(), None);
     m.ping().await.unwrap();
 }
+
+/// Drops a Postgres schema when dropped (also when the test panics), on a runtime of its own
+/// since the test's runtime may be ending.
+#[cfg(feature = "postgres")]
+pub struct DropSchema(pub String);
+
+#[cfg(feature = "postgres")]
+impl Drop for DropSchema {
+    fn drop(&mut self) {
+        let schema = self.0.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if let Ok((client, conn)) =
+                    tokio_postgres::connect(&postgres_url(), tokio_postgres::NoTls).await
+                {
+                    tokio::spawn(conn);
+                    let _ = client
+                        .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
