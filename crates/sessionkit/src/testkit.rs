@@ -236,7 +236,10 @@ where
     for test in TESTS {
         let fixture: Fixture = make().await.into();
         if let Some(reason) = &fixture.skip {
-            eprintln!("sessionkit conformance: {} ... SKIPPED ({reason})", test.name);
+            eprintln!(
+                "sessionkit conformance: {} ... SKIPPED ({reason})",
+                test.name
+            );
             continue;
         }
         // A task of its own, so a panic is caught and reported with the test's name.

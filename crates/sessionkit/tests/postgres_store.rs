@@ -49,7 +49,10 @@ impl Scratch {
 
     async fn drop_schema(&self) {
         self.admin
-            .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.schema))
+            .batch_execute(&format!(
+                "DROP SCHEMA IF EXISTS \"{}\" CASCADE",
+                self.schema
+            ))
             .await
             .unwrap();
     }
@@ -59,7 +62,9 @@ macro_rules! pg_test {
     ($name:ident, |$s:ident, $scratch:ident| $body:expr) => {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn $name() {
-            let Some($scratch) = Scratch::new().await else { return };
+            let Some($scratch) = Scratch::new().await else {
+                return;
+            };
             let $s = $scratch.open().await;
             $body;
             $scratch.drop_schema().await;
@@ -143,7 +148,10 @@ pg_test!(pg_open_via_registry_with_table, |s, x| {
     assert_eq!(other.kind(), "postgres");
     let k = new_key();
     other.create(&k, &record(60_000)).await.unwrap();
-    assert!(s.load(&k, now_millis()).await.unwrap().is_none(), "tables not separate");
+    assert!(
+        s.load(&k, now_millis()).await.unwrap().is_none(),
+        "tables not separate"
+    );
     assert!(other.load(&k, now_millis()).await.unwrap().is_some());
 });
 
@@ -167,7 +175,9 @@ async fn pg_bad_urls_are_clear_errors() {
 /// calls fail with an unavailable error at worst, and the same store recovers on its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pg_connection_loss_recovers() {
-    let Some(x) = Scratch::new().await else { return };
+    let Some(x) = Scratch::new().await else {
+        return;
+    };
     let app = format!("sk_fault_{}", token());
     let url = with_param(&x.url(), "application_name", &app);
     let s = Arc::new(PostgresStore::open(&url).await.unwrap());

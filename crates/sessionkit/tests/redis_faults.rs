@@ -28,7 +28,11 @@ struct Server {
 
 impl Server {
     fn start() -> Option<Self> {
-        if Command::new("redis-server").arg("--version").output().is_err() {
+        if Command::new("redis-server")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
             return unavailable("redis-server binary", "not installed");
         }
         let port = TcpListener::bind("127.0.0.1:0")
@@ -126,14 +130,9 @@ async fn count(m: &Manager, cookie: Option<&str>) -> Result<(u64, Option<String>
         .update("count", |n: Option<u64>| n.unwrap_or(0) + 1)
         .await?;
     let out = m.finish(&s).await?;
-    let cookie = out.set_cookie().map(|v| {
-        v.to_str()
-            .unwrap()
-            .split(';')
-            .next()
-            .unwrap()
-            .to_owned()
-    });
+    let cookie = out
+        .set_cookie()
+        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned());
     Ok((n, cookie))
 }
 
@@ -154,9 +153,14 @@ fn expect_unavailable<T: std::fmt::Debug>(what: &str, r: Result<T, Error>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_then_back() {
-    let Some(mut server) = Server::start() else { return };
-    let store: Arc<dyn Store> =
-        Arc::new(RedisStore::open_with(&server.url(), options()).await.unwrap());
+    let Some(mut server) = Server::start() else {
+        return;
+    };
+    let store: Arc<dyn Store> = Arc::new(
+        RedisStore::open_with(&server.url(), options())
+            .await
+            .unwrap(),
+    );
     let m = manager(store.clone());
     let (n, cookie) = count(&m, None).await.unwrap();
     assert_eq!(n, 1);
@@ -172,13 +176,21 @@ async fn redis_down_then_back() {
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }
-                let r = prompt("a request", Duration::from_secs(5), count(&m, Some(&cookie))).await;
+                let r = prompt(
+                    "a request",
+                    Duration::from_secs(5),
+                    count(&m, Some(&cookie)),
+                )
+                .await;
                 match r {
                     Ok((n, set)) => {
                         // Before the outage the count climbs; no other session's data appears.
                         assert!(set.is_none() || n == 1, "unexpected new cookie mid-session");
                         if set.is_none() {
-                            assert!(n > last || last == 0 || n == 1, "count went back: {last} -> {n}");
+                            assert!(
+                                n > last || last == 0 || n == 1,
+                                "count went back: {last} -> {n}"
+                            );
                             last = n;
                         }
                         ok += 1;
@@ -200,9 +212,18 @@ async fn redis_down_then_back() {
     // While down: every kind of call fails promptly and clearly.
     let limit = Duration::from_secs(5);
     let k = new_key();
-    expect_unavailable("load", prompt("load", limit, store.load(&k, now_millis())).await);
-    expect_unavailable("create", prompt("create", limit, store.create(&k, &record(60_000))).await);
-    expect_unavailable("save", prompt("save", limit, store.save(&k, &record(60_000), 1)).await);
+    expect_unavailable(
+        "load",
+        prompt("load", limit, store.load(&k, now_millis())).await,
+    );
+    expect_unavailable(
+        "create",
+        prompt("create", limit, store.create(&k, &record(60_000))).await,
+    );
+    expect_unavailable(
+        "save",
+        prompt("save", limit, store.save(&k, &record(60_000), 1)).await,
+    );
     expect_unavailable("len", prompt("len", limit, store.len(now_millis())).await);
     expect_unavailable("gc", prompt("gc", limit, store.gc(now_millis(), 10)).await);
     expect_unavailable("ping", prompt("ping", limit, store.ping()).await);
@@ -212,7 +233,10 @@ async fn redis_down_then_back() {
         prompt("request", limit, count(&m, Some(&cookie))).await,
     );
     let s = m.start(&headers(Some(&cookie)));
-    expect_unavailable("session read", prompt("read", limit, s.get::<u64>("count")).await);
+    expect_unavailable(
+        "session read",
+        prompt("read", limit, s.get::<u64>("count")).await,
+    );
     expect_unavailable("finish", prompt("finish", limit, m.finish(&s)).await);
 
     // Back again (empty: the server keeps nothing across restarts): the same objects recover.
@@ -238,9 +262,14 @@ async fn redis_down_then_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_redis_times_out_then_recovers() {
-    let Some(server) = Server::start() else { return };
-    let store: Arc<dyn Store> =
-        Arc::new(RedisStore::open_with(&server.url(), options()).await.unwrap());
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let store: Arc<dyn Store> = Arc::new(
+        RedisStore::open_with(&server.url(), options())
+            .await
+            .unwrap(),
+    );
     let m = manager(store.clone());
     let (_, cookie) = count(&m, None).await.unwrap();
     let cookie = cookie.unwrap();
@@ -248,7 +277,10 @@ async fn stalled_redis_times_out_then_recovers() {
     server.signal("-STOP");
     let limit = Duration::from_secs(5);
     // The store's own response timeout ends the call...
-    expect_unavailable("load", prompt("load", limit, store.load(&new_key(), now_millis())).await);
+    expect_unavailable(
+        "load",
+        prompt("load", limit, store.load(&new_key(), now_millis())).await,
+    );
     // ...and the manager's store timeout bounds every request.
     let r = prompt("request", limit, count(&m, Some(&cookie))).await;
     expect_unavailable("request", r);
@@ -264,7 +296,10 @@ async fn stalled_redis_times_out_then_recovers() {
             Ok((_, Some(_))) => panic!("session lost after a stall"),
             Err(e) => {
                 assert!(e.is_unavailable(), "{e}");
-                assert!(Instant::now() < deadline, "no recovery after the stall: {e}");
+                assert!(
+                    Instant::now() < deadline,
+                    "no recovery after the stall: {e}"
+                );
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }

@@ -33,7 +33,11 @@ async fn standalone() -> Option<Arc<RedisStore>> {
 }
 
 async fn cluster() -> Option<Arc<RedisStore>> {
-    let s = open(std::env::var("SESSIONKIT_REDIS_CLUSTER").ok(), "redis cluster").await?;
+    let s = open(
+        std::env::var("SESSIONKIT_REDIS_CLUSTER").ok(),
+        "redis cluster",
+    )
+    .await?;
     assert!(s.is_cluster());
     Some(s)
 }
@@ -58,20 +62,32 @@ macro_rules! both {
 
 both!(crud_standalone, crud_cluster, |s| crud(&*s).await);
 both!(expiry_standalone, expiry_cluster, |s| expiry(&*s).await);
-both!(rotation_standalone, rotation_cluster, |s| rotation(&*s).await);
+both!(rotation_standalone, rotation_cluster, |s| rotation(&*s)
+    .await);
 both!(listing_standalone, listing_cluster, |s| listing_and_gc(&*s)
     .await);
 both!(users_standalone, users_cluster, |s| user_index(&*s).await);
-both!(manager_standalone, manager_cluster, |s| manager_flow(s.clone())
-    .await);
+both!(manager_standalone, manager_cluster, |s| manager_flow(
+    s.clone()
+)
+.await);
 both!(layout_standalone, layout_cluster, |s| layout(&s).await);
 
 /// Two store handles (two connections, as two app servers would have) on one prefix.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_cas_across_handles() {
-    for url in [Some(redis_url()), std::env::var("SESSIONKIT_REDIS_CLUSTER").ok()] {
-        let what = if url.as_deref() == Some(&redis_url()) { "redis" } else { "redis cluster" };
-        let Some(a) = open(url.clone(), what).await else { continue };
+    for url in [
+        Some(redis_url()),
+        std::env::var("SESSIONKIT_REDIS_CLUSTER").ok(),
+    ] {
+        let what = if url.as_deref() == Some(&redis_url()) {
+            "redis"
+        } else {
+            "redis cluster"
+        };
+        let Some(a) = open(url.clone(), what).await else {
+            continue;
+        };
         let b = RedisStore::open_with_prefix(url.as_deref().unwrap(), a.prefix())
             .await
             .unwrap();
@@ -89,17 +105,34 @@ async fn layout(s: &RedisStore) {
     r.user = Some("layout".into());
     s.create(&k, &r).await.unwrap();
     let rec_key = format!("{}{{{:02x}}}r:{}", s.prefix(), k.0[0], k.to_hex());
-    let ttl: i64 = redis::cmd("PTTL").arg(&rec_key).query_async(&mut c).await.unwrap();
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(&rec_key)
+        .query_async(&mut c)
+        .await
+        .unwrap();
     assert!(ttl > 50_000 && ttl <= 60_000, "record TTL {ttl}");
-    let at: i64 = redis::cmd("PEXPIRETIME").arg(&rec_key).query_async(&mut c).await.unwrap();
+    let at: i64 = redis::cmd("PEXPIRETIME")
+        .arg(&rec_key)
+        .query_async(&mut c)
+        .await
+        .unwrap();
     assert_eq!(at, r.expires_at);
     // Touch moves the TTL with the deadline.
     let later = now_millis();
     s.touch(&k, later, later + 120_000).await.unwrap();
-    let at: i64 = redis::cmd("PEXPIRETIME").arg(&rec_key).query_async(&mut c).await.unwrap();
+    let at: i64 = redis::cmd("PEXPIRETIME")
+        .arg(&rec_key)
+        .query_async(&mut c)
+        .await
+        .unwrap();
     assert_eq!(at, later + 120_000);
     // Every key this store wrote carries its prefix: the session ID never appears.
-    let v: String = redis::cmd("HGET").arg(&rec_key).arg("v").query_async(&mut c).await.unwrap();
+    let v: String = redis::cmd("HGET")
+        .arg(&rec_key)
+        .arg("v")
+        .query_async(&mut c)
+        .await
+        .unwrap();
     assert_eq!(v, "1");
     // Damage the payload: read as absent, not an error, and not listed.
     let _: () = redis::cmd("HSET")
@@ -112,7 +145,11 @@ async fn layout(s: &RedisStore) {
     assert!(s.load(&k, now_millis()).await.unwrap().is_none());
     let page = s.scan(None, 100, now_millis()).await.unwrap();
     assert!(page.records.iter().all(|(key, _)| *key != k));
-    assert!(s.sessions_of("layout", now_millis()).await.unwrap().is_empty());
+    assert!(s
+        .sessions_of("layout", now_millis())
+        .await
+        .unwrap()
+        .is_empty());
     // Opening through the registry with a URL prefix reaches the same data.
     let url = if s.is_cluster() {
         std::env::var("SESSIONKIT_REDIS_CLUSTER").unwrap()
@@ -154,7 +191,10 @@ enum RawConn {
 }
 
 impl redis::aio::ConnectionLike for RawConn {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, redis::Value> {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
         match self {
             RawConn::Single(c) => c.req_packed_command(cmd),
             RawConn::Cluster(c) => c.req_packed_command(cmd),

@@ -224,11 +224,23 @@ impl RedisStore {
             let mut cursor = 0u64;
             loop {
                 let mut cmd = redis::cmd("SCAN");
-                cmd.arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(1000);
+                cmd.arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(1000);
                 let v = self.query_at(&cmd, node.as_ref(), "purge").await?;
                 let (next, keys) = parse_scan(v)?;
-                for k in keys {
-                    n += as_int(self.query(&redis::cmd("DEL").arg(k), "purge").await?) as u64;
+                let dels = keys
+                    .iter()
+                    .map(|k| {
+                        let mut c = redis::cmd("DEL");
+                        c.arg(k);
+                        c
+                    })
+                    .collect();
+                for v in self.many(dels, "purge").await? {
+                    n += as_int(v).max(0) as u64;
                 }
                 if next == 0 {
                     break;
@@ -279,7 +291,9 @@ impl RedisStore {
     }
 
     async fn masters(&self) -> Result<Vec<(String, u16)>> {
-        let v = self.query(&redis::cmd("CLUSTER").arg("SLOTS"), "purge").await?;
+        let v = self
+            .query(redis::cmd("CLUSTER").arg("SLOTS"), "purge")
+            .await?;
         let mut out = Vec::new();
         if let Value::Array(ranges) = v {
             for r in ranges {
@@ -556,7 +570,11 @@ fn record_args(key: &Key, r: &Record) -> Vec<Vec<u8>> {
         r.expires_at.to_string().into_bytes(),
         r.last_access.to_string().into_bytes(),
         r.absolute_expires_at.to_string().into_bytes(),
-        if r.user.is_some() { b"1".to_vec() } else { b"0".to_vec() },
+        if r.user.is_some() {
+            b"1".to_vec()
+        } else {
+            b"0".to_vec()
+        },
         r.user.clone().unwrap_or_default().into_bytes(),
         r.encode(key),
     ]
@@ -839,7 +857,9 @@ impl Store for RedisStore {
             args.extend(record_args(new, record));
             args.push(grace);
             args.push(alias);
-            let v = self.eval(&self.scripts.rotate, &keys, &args, "rotate").await?;
+            let v = self
+                .eval(&self.scripts.rotate, &keys, &args, "rotate")
+                .await?;
             match status_user(v, "rotate")? {
                 (1, u) => u,
                 (2, _) => return Err(Error::Exists),
@@ -955,7 +975,9 @@ impl Store for RedisStore {
         let cmds = (0..=255u8)
             .map(|b| {
                 let mut c = redis::cmd("ZCOUNT");
-                c.arg(self.bucket_keys(b).0).arg(format!("({now}")).arg("+inf");
+                c.arg(self.bucket_keys(b).0)
+                    .arg(format!("({now}"))
+                    .arg("+inf");
                 c
             })
             .collect();
@@ -985,12 +1007,7 @@ impl Store for RedisStore {
             };
             let want = limit - records.len();
             let mut cmd = redis::cmd("ZRANGEBYLEX");
-            cmd.arg(&k)
-                .arg(&min)
-                .arg("+")
-                .arg("LIMIT")
-                .arg(0)
-                .arg(want);
+            cmd.arg(&k).arg(&min).arg("+").arg("LIMIT").arg(0).arg(want);
             let members: Vec<Key> = match self.query(&cmd, "scan").await? {
                 Value::Array(a) => a
                     .into_iter()
@@ -1037,7 +1054,10 @@ impl Store for RedisStore {
             _ => Vec::new(),
         };
         let values = self
-            .many(members.iter().map(|m| self.hmget(m)).collect(), "sessions_of")
+            .many(
+                members.iter().map(|m| self.hmget(m)).collect(),
+                "sessions_of",
+            )
             .await?;
         let mut out = Vec::new();
         let mut dead = Vec::new();

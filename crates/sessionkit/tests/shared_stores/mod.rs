@@ -23,7 +23,9 @@ pub fn unavailable<T>(what: &str, why: impl std::fmt::Display) -> Option<T> {
     if required() {
         panic!("{what} is required (SESSIONKIT_REQUIRE_SERVICES=1) but unavailable: {why}");
     }
-    eprintln!("SKIPPED: {what} unavailable ({why}); set SESSIONKIT_REQUIRE_SERVICES=1 to fail instead");
+    eprintln!(
+        "SKIPPED: {what} unavailable ({why}); set SESSIONKIT_REQUIRE_SERVICES=1 to fail instead"
+    );
     None
 }
 
@@ -81,18 +83,33 @@ pub async fn crud(s: &dyn Store) {
     // Compare-and-set: the right version wins once, a stale one loses.
     let r2 = next(&r, 1);
     s.save(&k, &r2, 1).await.unwrap();
-    assert!(matches!(s.save(&k, &next(&r, 9), 1).await, Err(Error::Conflict)));
-    assert_eq!(s.load(&k, now).await.unwrap().unwrap().data.get("n"), Some("1"));
+    assert!(matches!(
+        s.save(&k, &next(&r, 9), 1).await,
+        Err(Error::Conflict)
+    ));
+    assert_eq!(
+        s.load(&k, now).await.unwrap().unwrap().data.get("n"),
+        Some("1")
+    );
     assert_eq!(s.load(&k, now).await.unwrap().unwrap().version, 2);
 
     // Touch moves the deadline, not the data or version, and never past the absolute one.
     let later = now_millis() + 5;
     assert!(s.touch(&k, later, later + 90_000).await.unwrap());
     let t = s.load(&k, later).await.unwrap().unwrap();
-    assert_eq!((t.version, t.last_access, t.expires_at), (2, later, later + 90_000));
+    assert_eq!(
+        (t.version, t.last_access, t.expires_at),
+        (2, later, later + 90_000)
+    );
     assert_eq!(t.data.get("n"), Some("1"));
-    assert!(s.touch(&k, later, r.absolute_expires_at + 1_000_000).await.unwrap());
-    assert_eq!(s.load(&k, later).await.unwrap().unwrap().expires_at, r.absolute_expires_at);
+    assert!(s
+        .touch(&k, later, r.absolute_expires_at + 1_000_000)
+        .await
+        .unwrap());
+    assert_eq!(
+        s.load(&k, later).await.unwrap().unwrap().expires_at,
+        r.absolute_expires_at
+    );
     // A save after a touch still compares the version only.
     s.save(&k, &next(&t, 2), 2).await.unwrap();
 
@@ -100,7 +117,10 @@ pub async fn crud(s: &dyn Store) {
     assert!(s.destroy(&k).await.unwrap());
     assert!(!s.destroy(&k).await.unwrap());
     assert!(s.load(&k, now).await.unwrap().is_none());
-    assert!(matches!(s.save(&k, &next(&r2, 3), 3).await, Err(Error::Conflict)));
+    assert!(matches!(
+        s.save(&k, &next(&r2, 3), 3).await,
+        Err(Error::Conflict)
+    ));
     assert!(!s.touch(&k, now, now + 1000).await.unwrap());
     assert!(s.load(&k, now).await.unwrap().is_none());
     s.ping().await.unwrap();
@@ -112,7 +132,10 @@ pub async fn expiry(s: &dyn Store) {
     let r = record(60_000);
     s.create(&k, &r).await.unwrap();
     let after = r.expires_at;
-    assert!(s.load(&k, after).await.unwrap().is_none(), "served at its deadline");
+    assert!(
+        s.load(&k, after).await.unwrap().is_none(),
+        "served at its deadline"
+    );
     assert!(s.load(&k, after - 1).await.unwrap().is_some());
     // A save or touch judged at a time past the deadline must not revive it.
     let mut late = next(&r, 1);
@@ -125,7 +148,12 @@ pub async fn expiry(s: &dyn Store) {
     fresh.data.set("fresh", "true").unwrap();
     s.create(&k, &fresh).await.unwrap();
     assert_eq!(
-        s.load(&k, after + 2).await.unwrap().unwrap().data.get("fresh"),
+        s.load(&k, after + 2)
+            .await
+            .unwrap()
+            .unwrap()
+            .data
+            .get("fresh"),
         Some("true")
     );
     s.destroy(&k).await.unwrap();
@@ -158,7 +186,10 @@ pub async fn rotation(s: &dyn Store) {
     assert!(s.load(&b, now).await.unwrap().is_none());
     s.rotate(&a, 1, &b, &r2, None).await.unwrap();
     assert!(s.load(&a, now).await.unwrap().is_none());
-    assert_eq!(s.load(&b, now).await.unwrap().unwrap().data.get("n"), Some("1"));
+    assert_eq!(
+        s.load(&b, now).await.unwrap().unwrap().data.get("n"),
+        Some("1")
+    );
     let user = r.user.clone().unwrap();
     let of: Vec<Key> = s
         .sessions_of(&user, now)
@@ -197,7 +228,10 @@ pub async fn rotation(s: &dyn Store) {
         s.rotate(&c, 3, &d, &next(&r3, 3), None).await,
         Err(Error::Exists)
     ));
-    assert!(s.load(&c, now_millis()).await.unwrap().is_some(), "failed rotation lost the session");
+    assert!(
+        s.load(&c, now_millis()).await.unwrap().is_some(),
+        "failed rotation lost the session"
+    );
     for k in [b, c, d] {
         s.destroy(&k).await.unwrap();
     }
@@ -224,9 +258,15 @@ pub async fn listing_and_gc(s: &dyn Store) {
     let moved = *live.iter().next().unwrap();
     let target = new_key();
     let base = s.load(&moved, now).await.unwrap().unwrap();
-    s.rotate(&moved, 1, &target, &next(&base, 1), Some(now_millis() + 30_000))
-        .await
-        .unwrap();
+    s.rotate(
+        &moved,
+        1,
+        &target,
+        &next(&base, 1),
+        Some(now_millis() + 30_000),
+    )
+    .await
+    .unwrap();
     live.remove(&moved);
     live.insert(target);
     assert_eq!(s.len(now_millis()).await.unwrap(), 66);
@@ -295,7 +335,10 @@ pub async fn listing_and_gc(s: &dyn Store) {
 
 pub async fn user_index(s: &dyn Store) {
     let now = now_millis();
-    let (ann, bob) = (format!("ann-{}", token()), format!("bob {{}} ∆ {}", token()));
+    let (ann, bob) = (
+        format!("ann-{}", token()),
+        format!("bob {{}} ∆ {}", token()),
+    );
     let mut keys = Vec::new();
     for i in 0..3 {
         let k = new_key();
@@ -415,14 +458,9 @@ pub async fn manager_flow(store: Arc<dyn Store>) {
         h
     };
     let cookie_of = |headers: &sessionkit::SessionHeaders| {
-        headers.set_cookie().map(|v| {
-            v.to_str()
-                .unwrap()
-                .split(';')
-                .next()
-                .unwrap()
-                .to_owned()
-        })
+        headers
+            .set_cookie()
+            .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned())
     };
 
     let s = m.start(&request(None));
