@@ -43,7 +43,9 @@ mod record;
 mod session;
 pub mod store;
 
-pub use config::{default_touch_interval, Config, CookieConfig, SameSite, Transport};
+pub use config::{
+    default_touch_interval, Config, CookieConfig, SameSite, SigningKey, Transport, UserLimitPolicy,
+};
 pub use error::{BoxError, Error, Result};
 pub use http::{SessionHeaders, SessionLayer, SessionService};
 pub use id::{Key, SessionId, ID_LEN};

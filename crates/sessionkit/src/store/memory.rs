@@ -31,7 +31,7 @@ const USER_SHARDS: usize = 64;
 /// ```
 pub struct MemoryStore {
     shards: Box<[RwLock<Shard>]>,
-    users: Box<[Mutex<HashMap<String, HashSet<Key, KeyHash>>>]>,
+    users: Box<[Mutex<UserIndex>]>,
 }
 
 #[derive(Default)]
@@ -63,6 +63,9 @@ impl Hasher for KeyHasher {
 }
 
 type KeyHash = BuildHasherDefault<KeyHasher>;
+
+/// One shard of the user index: user name → keys of their sessions.
+type UserIndex = HashMap<String, HashSet<Key, KeyHash>>;
 
 impl Default for MemoryStore {
     fn default() -> Self {
@@ -97,7 +100,7 @@ impl MemoryStore {
         self.shard(key).write().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn user_shard(&self, user: &str) -> &Mutex<HashMap<String, HashSet<Key, KeyHash>>> {
+    fn user_shard(&self, user: &str) -> &Mutex<UserIndex> {
         let h = user.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
             (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
         });

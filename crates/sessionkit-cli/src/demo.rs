@@ -1,0 +1,347 @@
+//! The demo web app behind `sessionkit serve`: a visit counter, login/logout, "who am I", and
+//! the user's active sessions, all on one [`Manager`]. Its HTTP contract is fixed by DESIGN.md
+//! (tests depend on it): every response carries `X-CSRF-Token`, and a POST without the matching
+//! token (form field `csrf_token` or header `X-CSRF-Token`) is refused with 403.
+
+use axum::body::{to_bytes, Body};
+use axum::extract::{Form, Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use sessionkit::{Manager, Session, SessionLayer};
+
+/// Largest POST body the demo reads (forms here are tiny).
+const MAX_FORM: usize = 16 * 1024;
+
+/// The demo app's routes, wrapped in the session layer.
+pub fn app(manager: Manager) -> Router {
+    Router::new()
+        .route("/", get(home))
+        .route("/count", get(count))
+        .route("/whoami", get(whoami))
+        .route("/login", post(login))
+        .route("/logout", post(logout))
+        .route("/sessions", get(sessions_json))
+        .route("/devices", get(devices_page))
+        .route("/sessions/revoke", post(revoke_one))
+        .route("/sessions/revoke-others", post(revoke_others))
+        .route("/healthz", get(healthz))
+        .layer(middleware::from_fn(csrf))
+        .layer(SessionLayer::new(manager.clone()))
+        .with_state(manager)
+}
+
+/// Checks the CSRF token of every POST and adds `X-CSRF-Token` to every response.
+async fn csrf(session: Session, req: Request, next: Next) -> Response {
+    let req = if req.method() == Method::POST {
+        match check_csrf(&session, req).await {
+            Ok(req) => req,
+            Err(resp) => return resp,
+        }
+    } else {
+        req
+    };
+    let mut resp = next.run(req).await;
+    // A store failure here is reported by the session layer (503); the header is just omitted.
+    if let Ok(token) = session.csrf_token().await {
+        if let Ok(v) = HeaderValue::from_str(&token) {
+            resp.headers_mut().insert("x-csrf-token", v);
+        }
+    }
+    // Tells clients (and tests) that this request used a previous ID inside its rotation grace
+    // window: it was answered, but nothing it changed was kept.
+    if session.is_read_only().await.unwrap_or(false) {
+        resp.headers_mut()
+            .insert("x-session-read-only", HeaderValue::from_static("1"));
+    }
+    resp
+}
+
+async fn check_csrf(session: &Session, req: Request) -> Result<Request, Response> {
+    let header_token = req
+        .headers()
+        .get("x-csrf-token")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let (parts, body) = req.into_parts();
+    let bytes = to_bytes(body, MAX_FORM)
+        .await
+        .map_err(|_| (StatusCode::PAYLOAD_TOO_LARGE, "form too large").into_response())?;
+    let form_token = form_urlencoded_field(&bytes, "csrf_token");
+    let candidate = header_token.or(form_token).unwrap_or_default();
+    match session.verify_csrf(&candidate).await {
+        Ok(true) => Ok(Request::from_parts(parts, Body::from(bytes))),
+        Ok(false) => Err((StatusCode::FORBIDDEN, "missing or wrong CSRF token").into_response()),
+        Err(e) => Err(e.into_response()),
+    }
+}
+
+fn form_urlencoded_field(body: &[u8], name: &str) -> Option<String> {
+    form_urlencoded::parse(body)
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+async fn count(session: Session) -> Result<String, sessionkit::Error> {
+    let n: u64 = session
+        .update("count", |n: Option<u64>| n.unwrap_or(0) + 1)
+        .await?;
+    Ok(format!("{n}\n"))
+}
+
+async fn whoami(session: Session) -> Result<String, sessionkit::Error> {
+    Ok(session.user().await?.unwrap_or_default())
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    username: String,
+}
+
+async fn login(session: Session, Form(form): Form<LoginForm>) -> Response {
+    let name = form.username.trim();
+    if name.is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
+        return (
+            StatusCode::BAD_REQUEST,
+            "username: 1 to 64 printable characters",
+        )
+            .into_response();
+    }
+    // set_user also gives the session a new ID (privilege change).
+    match session.set_user(Some(name), "demo").await {
+        Ok(()) => Redirect::to("/").into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn logout(session: Session) -> Response {
+    match session.destroy().await {
+        Ok(()) => Redirect::to("/").into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn healthz(State(manager): State<Manager>) -> Response {
+    match manager.ping().await {
+        Ok(()) => "ok\n".into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("store unavailable: {e}\n"),
+        )
+            .into_response(),
+    }
+}
+
+#[derive(serde::Serialize)]
+struct SessionView {
+    handle: String,
+    created: i64,
+    last_seen: i64,
+    current: bool,
+    device: Option<String>,
+}
+
+async fn sessions_json(State(manager): State<Manager>, session: Session) -> Response {
+    let user = match session.user().await {
+        Ok(Some(u)) => u,
+        Ok(None) => return (StatusCode::UNAUTHORIZED, "log in first").into_response(),
+        Err(e) => return e.into_response(),
+    };
+    match manager.sessions_of(&user, Some(&session)).await {
+        Ok(list) => Json(
+            list.into_iter()
+                .map(|s| SessionView {
+                    handle: s.handle,
+                    created: s.created,
+                    last_seen: s.last_seen,
+                    current: s.current,
+                    device: s.device,
+                })
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct RevokeForm {
+    handle: String,
+}
+
+async fn revoke_one(
+    State(manager): State<Manager>,
+    session: Session,
+    Form(form): Form<RevokeForm>,
+) -> Response {
+    let user = match session.user().await {
+        Ok(Some(u)) => u,
+        Ok(None) => return (StatusCode::UNAUTHORIZED, "log in first").into_response(),
+        Err(e) => return e.into_response(),
+    };
+    match manager.revoke(&user, &form.handle).await {
+        Ok(_) => Redirect::to("/devices").into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn revoke_others(State(manager): State<Manager>, session: Session) -> Response {
+    let user = match session.user().await {
+        Ok(Some(u)) => u,
+        Ok(None) => return (StatusCode::UNAUTHORIZED, "log in first").into_response(),
+        Err(e) => return e.into_response(),
+    };
+    match manager.revoke_all_except(&user, &session).await {
+        Ok(n) => (
+            StatusCode::SEE_OTHER,
+            [(header::LOCATION, "/devices")],
+            format!("ended {n} other sessions\n"),
+        )
+            .into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
+fn page(title: &str, body: &str) -> Html<String> {
+    Html(format!(
+        r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{title} · sessionkit demo</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>
+body {{ font-family: system-ui, sans-serif; max-width: 42rem; margin: 2rem auto; padding: 0 1rem; color: #222; }}
+h1 {{ font-size: 1.4rem; }} .card {{ border: 1px solid #ddd; border-radius: 8px; padding: 1rem; margin: 1rem 0; }}
+button {{ padding: .4rem .9rem; border-radius: 6px; border: 1px solid #888; background: #f4f4f4; cursor: pointer; }}
+input {{ padding: .4rem; border-radius: 6px; border: 1px solid #aaa; }} table {{ border-collapse: collapse; width: 100%; }}
+td, th {{ text-align: left; padding: .3rem; border-bottom: 1px solid #eee; }} nav a {{ margin-right: 1rem; }}
+</style></head>
+<body><nav><a href="/">Home</a><a href="/devices">Your sessions</a></nav>
+<h1>{title}</h1>
+{body}
+</body></html>"#
+    ))
+}
+
+async fn home(session: Session) -> Result<Html<String>, sessionkit::Error> {
+    let count: u64 = session.get("count").await?.unwrap_or(0);
+    let token = escape(&session.csrf_token().await?);
+    let user = session.user().await?;
+    let who = match &user {
+        Some(u) => format!(
+            r#"<p>Signed in as <strong id="user">{}</strong>.</p>
+<form method="post" action="/logout"><input type="hidden" name="csrf_token" value="{token}">
+<button id="logout">Log out</button></form>"#,
+            escape(u)
+        ),
+        None => format!(
+            r#"<p id="user-anon">You are not signed in.</p>
+<form method="post" action="/login"><input type="hidden" name="csrf_token" value="{token}">
+<label>Name <input name="username" id="username" required maxlength="64"></label>
+<button id="login">Log in</button></form>"#
+        ),
+    };
+    Ok(page(
+        "sessionkit demo",
+        &format!(
+            r#"<div class="card"><p>Visits counted in this session: <strong id="count">{count}</strong></p>
+<p><a href="/count" id="count-link">Count a visit</a> (plain text)</p></div>
+<div class="card">{who}</div>"#
+        ),
+    ))
+}
+
+async fn devices_page(State(manager): State<Manager>, session: Session) -> Response {
+    let result = async {
+        let token = escape(&session.csrf_token().await?);
+        let Some(user) = session.user().await? else {
+            return Ok(page("Your sessions", "<p>Log in to see your sessions.</p>"));
+        };
+        let mut rows = String::new();
+        for s in manager.sessions_of(&user, Some(&session)).await? {
+            let action = if s.current {
+                "this session".to_owned()
+            } else {
+                format!(
+                    r#"<form method="post" action="/sessions/revoke"><input type="hidden" name="csrf_token" value="{token}">
+<input type="hidden" name="handle" value="{}"><button>End</button></form>"#,
+                    escape(&s.handle)
+                )
+            };
+            rows.push_str(&format!(
+                "<tr class=\"session\"><td>{}</td><td>{}</td><td>{}</td><td>{action}</td></tr>\n",
+                escape(s.device.as_deref().unwrap_or("unknown device")),
+                fmt_time(s.created),
+                fmt_time(s.last_seen),
+            ));
+        }
+        Ok::<_, sessionkit::Error>(page(
+            "Your sessions",
+            &format!(
+                r#"<table><tr><th>Device</th><th>Started</th><th>Last seen</th><th></th></tr>
+{rows}</table>
+<form method="post" action="/sessions/revoke-others"><input type="hidden" name="csrf_token" value="{token}">
+<button id="revoke-others">End all other sessions</button></form>"#
+            ),
+        ))
+    }
+    .await;
+    match result {
+        Ok(html) => html.into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `YYYY-MM-DD HH:MM:SS UTC` from Unix milliseconds (civil-from-days, no date crate needed).
+fn fmt_time(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_times() {
+        assert_eq!(fmt_time(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(fmt_time(1_764_000_000_000), "2025-11-24 16:00:00 UTC");
+    }
+
+    #[test]
+    fn reads_form_fields() {
+        assert_eq!(
+            form_urlencoded_field(b"a=1&csrf_token=x%2By&b=2", "csrf_token").as_deref(),
+            Some("x+y")
+        );
+        assert_eq!(form_urlencoded_field(b"\xff", "csrf_token"), None);
+        assert_eq!(
+            form_urlencoded_field(b"csrf_token", "csrf_token").as_deref(),
+            Some("")
+        );
+    }
+}
