@@ -66,6 +66,9 @@ const MAX_BLOCKING: usize = 16;
 /// let store = sessionkit::store::FileStore::open("file:///var/lib/myapp/sessions").await?;
 /// # let _ = store; Ok(()) }
 /// ```
+///
+/// Clones share the same handle.
+#[derive(Clone)]
 pub struct FileStore {
     inner: Arc<Inner>,
 }
@@ -94,8 +97,12 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Latest file time written: file systems cap timestamps (ext4 at year 2446), and a deadline
+/// this far out (year 2381) is "never" for GC purposes anyway.
+const MAX_MTIME: Millis = 13_000_000_000_000;
+
 fn to_system_time(t: Millis) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(t.max(0) as u64)
+    UNIX_EPOCH + Duration::from_millis(t.clamp(0, MAX_MTIME) as u64)
 }
 
 fn to_millis(t: SystemTime) -> Millis {
@@ -297,6 +304,18 @@ impl Inner {
     }
 
     fn write(&self, key: &Key, record: &Record, op: &'static str) -> Result<()> {
+        // The mtime is the expiry index (see the module doc).
+        self.write_bytes(key, &record.encode(key), record.expires_at, op)
+    }
+
+    /// Atomically replaces the file of `key` with `bytes`, its mtime set to `expires_at`.
+    fn write_bytes(
+        &self,
+        key: &Key,
+        bytes: &[u8],
+        expires_at: Millis,
+        op: &'static str,
+    ) -> Result<()> {
         let dir = self.shard_dir(key.0[0] as usize);
         let tmp = dir.join(format!(
             ".tmp.{}.{}.{}",
@@ -304,12 +323,10 @@ impl Inner {
             std::process::id(),
             self.temp_counter.fetch_add(1, Ordering::Relaxed)
         ));
-        let bytes = record.encode(key);
         let result = (|| -> io::Result<()> {
             let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-            f.write_all(&bytes)?;
-            // The mtime is the expiry index (see the module doc).
-            f.set_modified(to_system_time(record.expires_at))?;
+            f.write_all(bytes)?;
+            f.set_modified(to_system_time(expires_at))?;
             f.sync_all()?;
             drop(f);
             fs::rename(&tmp, dir.join(key.to_hex()))?;

@@ -88,6 +88,9 @@ impl Default for Options {
 /// let store = sessionkit::store::SqliteStore::open("sqlite://sessions.db").await?;
 /// # let _ = store; Ok(()) }
 /// ```
+///
+/// Clones share the same connection pool.
+#[derive(Clone)]
 pub struct SqliteStore {
     inner: Arc<Inner>,
 }
