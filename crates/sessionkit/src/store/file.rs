@@ -362,9 +362,20 @@ impl Inner {
         // and the create; a few attempts settle it.
         let mut last = None;
         for _ in 0..5 {
+            let fresh_dir = !dir.exists();
             let attempt = fs::create_dir_all(&dir).and_then(|()| File::create(&link).map(drop));
             match attempt {
-                Ok(()) => return sync_dir(&dir).map_err(io_err(op)),
+                Ok(()) => {
+                    // A new user directory is durable only once its parents are synced too.
+                    let mut synced = sync_dir(&dir);
+                    if fresh_dir {
+                        let bucket = dir.parent().expect("u/xx");
+                        synced = synced
+                            .and_then(|()| sync_dir(bucket))
+                            .and_then(|()| sync_dir(bucket.parent().expect("u")));
+                    }
+                    return synced.map_err(io_err(op));
+                }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => last = Some(e),
                 Err(e) => return Err(io_err(op)(e)),
             }

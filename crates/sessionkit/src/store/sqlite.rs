@@ -169,21 +169,12 @@ fn open_connection(path: &Path, options: &Options) -> Result<Connection> {
     )
     .map_err(|e| {
         Error::Config(format!(
-            "cannot open SQLite database {}: {e}",
+            "cannot open SQLite database {} (does its directory exist?): {e}",
             path.display()
         ))
     })?;
     // Setting a pragma is the first read of the file header.
-    let open_err = |e: rusqlite::Error| {
-        if e.sqlite_error_code() == Some(rusqlite::ErrorCode::NotADatabase) {
-            Error::Config(format!(
-                "{} is not a sessionkit SQLite database: {e}",
-                path.display()
-            ))
-        } else {
-            Error::backend(KIND, "open", e)
-        }
-    };
+    let open_err = |e| open_error(path, e);
     conn.busy_timeout(options.busy_timeout).map_err(open_err)?;
     conn.pragma_update(
         None,
@@ -198,6 +189,23 @@ fn open_connection(path: &Path, options: &Options) -> Result<Connection> {
     Ok(conn)
 }
 
+/// Maps an error met while opening: a file that is not SQLite or is damaged is the operator's
+/// to fix (a clear [`Error::Config`]); anything else is a backend failure.
+fn open_error(path: &Path, e: rusqlite::Error) -> Error {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::NotADatabase) => Error::Config(format!(
+            "{} is not a sessionkit SQLite database: {e}",
+            path.display()
+        )),
+        Some(rusqlite::ErrorCode::DatabaseCorrupt) => Error::Config(format!(
+            "the SQLite database {} is damaged ({e}); restore it from a backup or move it \
+             away to start with no sessions",
+            path.display()
+        )),
+        _ => Error::backend(KIND, "open", e),
+    }
+}
+
 /// Checks that `conn` is a sessionkit database (or an empty file) and brings its schema up to
 /// [`SCHEMA_VERSION`].
 fn prepare_schema(conn: &mut Connection, path: &Path) -> Result<()> {
@@ -210,10 +218,10 @@ fn prepare_schema(conn: &mut Connection, path: &Path) -> Result<()> {
     // The first read of the header: a file that is not SQLite fails here (SQLITE_NOTADB).
     let app_id: i32 = conn
         .query_row("PRAGMA application_id", [], |r| r.get(0))
-        .map_err(|e| not_ours(e.to_string()))?;
+        .map_err(|e| open_error(path, e))?;
     let tables: i64 = conn
         .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
-        .map_err(|e| not_ours(e.to_string()))?;
+        .map_err(|e| open_error(path, e))?;
     if app_id != APPLICATION_ID && (app_id != 0 || tables > 0) {
         return Err(not_ours(format!(
             "application_id {app_id:#x} with {tables} schema objects"
@@ -221,12 +229,12 @@ fn prepare_schema(conn: &mut Connection, path: &Path) -> Result<()> {
     }
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .map_err(db("open"))?;
+        .map_err(|e| open_error(path, e))?;
     check_version(version, path)?;
     // WAL is a property of the file; switching needs no transaction and sticks.
     let mode: String = conn
         .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
-        .map_err(db("open"))?;
+        .map_err(|e| open_error(path, e))?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(Error::backend(
             KIND,
@@ -308,6 +316,22 @@ fn decode_row(
 
 fn key_from_blob(blob: &[u8]) -> Option<Key> {
     blob.try_into().ok().map(Key)
+}
+
+/// The scan cursor: hex of the last row's key blob. Normally a 32-byte key, but a damaged row
+/// may hold another length and the scan must still go on past it in key order.
+fn format_cursor(blob: &[u8]) -> String {
+    blob.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn parse_cursor(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 || text.len() > 256 {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 /// Columns selected by every read, in this order.
@@ -666,10 +690,9 @@ impl Store for SqliteStore {
     async fn scan(&self, cursor: Option<&str>, limit: usize, now: Millis) -> Result<Page> {
         let after = match cursor {
             None => Vec::new(),
-            Some(c) => Key::from_hex(c)
-                .ok_or_else(|| Error::Config(format!("bad scan cursor {c:?}")))?
-                .0
-                .to_vec(),
+            Some(c) => {
+                parse_cursor(c).ok_or_else(|| Error::Config(format!("bad scan cursor {c:?}")))?
+            }
         };
         let limit = limit.clamp(1, 100_000);
         self.with("scan", move |conn| {
@@ -696,10 +719,7 @@ impl Store for SqliteStore {
             // The cursor is the last row read, decodable or not, so a corrupt row at the end of
             // a page does not stop the scan.
             let next = if seen >= limit {
-                last.map(|k| match key_from_blob(&k) {
-                    Some(k) => k.to_hex(),
-                    None => "f".repeat(64),
-                })
+                last.map(|k| format_cursor(&k))
             } else {
                 None
             };
@@ -885,6 +905,89 @@ mod tests {
         std::fs::write(&path, b"").unwrap();
         let store = SqliteStore::open(&url(&path)).await.unwrap();
         store.ping().await.unwrap();
+    }
+
+    /// A database file damaged at rest (truncated, zeroed, pages overwritten) gives errors or
+    /// "no session", never a panic and never one session's data under another key.
+    #[tokio::test]
+    async fn damaged_database_files_never_panic_or_leak() {
+        let path = temp_db("damaged");
+        let mut records = Vec::new();
+        {
+            let store = SqliteStore::open(&url(&path)).await.unwrap();
+            for i in 0..300 {
+                let k = key();
+                let mut r = Record::new(1_000, 1_000_000, 2_000_000);
+                r.data
+                    .set("who", &format!("\"{}{}\"", k.to_hex(), "x".repeat(i % 50)))
+                    .unwrap();
+                store.create(&k, &r).await.unwrap();
+                records.push((k, r));
+            }
+        }
+        // Closing the last connection checkpoints the WAL into the main file.
+        assert!(!path.with_extension("db-wal").exists());
+        let pristine = std::fs::read(&path).unwrap();
+        assert!(pristine.len() > 8 * 4096, "{} bytes", pristine.len());
+
+        let damages: Vec<(&str, Box<dyn Fn(&mut Vec<u8>)>)> = vec![
+            (
+                "truncated",
+                Box::new(|b: &mut Vec<u8>| b.truncate(b.len() / 2)),
+            ),
+            ("zeroed", Box::new(|b: &mut Vec<u8>| b.fill(0))),
+            (
+                "pages overwritten",
+                Box::new(|b: &mut Vec<u8>| {
+                    for page in [2usize, 5, 7] {
+                        for (i, x) in b[page * 4096..(page + 1) * 4096].iter_mut().enumerate() {
+                            *x = (i as u8).wrapping_mul(31);
+                        }
+                    }
+                }),
+            ),
+            (
+                "header garbage",
+                Box::new(|b: &mut Vec<u8>| b[..100].fill(0xAB)),
+            ),
+        ];
+        for (what, damage) in damages {
+            let mut bytes = pristine.clone();
+            damage(&mut bytes);
+            std::fs::write(&path, &bytes).unwrap();
+            let store = match SqliteStore::open(&url(&path)).await {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("{what}: open failed: {e}");
+                    assert!(matches!(e, Error::Config(_)), "{what}: {e}");
+                    continue;
+                }
+            };
+            let mut served = 0;
+            for (k, r) in &records {
+                match store.load(k, 2_000).await {
+                    Ok(Some(got)) => {
+                        assert_eq!(&got, r, "{what}: wrong data under {k:?}");
+                        served += 1;
+                    }
+                    Ok(None) | Err(_) => {}
+                }
+            }
+            let _ = store.scan(None, 1000, 2_000).await;
+            let _ = store.len(2_000).await;
+            let _ = store.gc(2_000, 100).await;
+            let report = store.verify().await;
+            eprintln!(
+                "{what}: {served} of {} served, verify: {report:?}",
+                records.len()
+            );
+            if let Ok(report) = report {
+                assert!(!report.is_clean() || served == records.len(), "{what}");
+            }
+            drop(store);
+            let _ = std::fs::remove_file(path.with_extension("db-wal"));
+            let _ = std::fs::remove_file(path.with_extension("db-shm"));
+        }
     }
 
     #[tokio::test]
