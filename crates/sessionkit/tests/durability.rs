@@ -4,7 +4,8 @@
 //! `SESSIONKIT_CHILD=writer`, it saves sessions as fast as it can and prints `ACK <key> <version>`
 //! after each acknowledged write. The tests kill it with SIGKILL at random moments, reopen the
 //! store (no repair step) and check that every acknowledged write is there, intact, and that
-//! nothing in the store is corrupt. The same child with `SESSIONKIT_CHILD=incr` runs
+//! nothing in the store is corrupt and the user index still lists exactly the sessions of each
+//! user. The same child with `SESSIONKIT_CHILD=incr` runs
 //! compare-and-set increments, to show that two processes on one store never lose an update.
 #![cfg(any(feature = "sqlite", feature = "file"))]
 
@@ -98,6 +99,10 @@ async fn writer(url: &str) {
             store.create(&key, &r).await.unwrap();
             ack(format!("ACK {} {}\n", key.to_hex(), r.version));
             sessions.push((key, r));
+        } else if i % 5 == 1 {
+            // Touches rewrite records too (the file store rewrites the whole file).
+            let (key, r) = &sessions[(i as usize * 11) % sessions.len()];
+            assert!(store.touch(key, now, now + HOUR).await.unwrap(), "{r:?}");
         } else {
             let at = (i as usize * 7) % sessions.len();
             let (key, r) = &mut sessions[at];
@@ -266,8 +271,25 @@ async fn crash_loop(url: &str) {
         let all = all_records(&*store).await;
         assert!(all.len() >= acked.len());
         assert_eq!(store.len(now).await.unwrap() as usize, all.len());
+        let mut by_user: HashMap<String, Vec<Key>> = HashMap::new();
         for (key, r) in &all {
             assert!(intact(key, r), "round {round}: {key:?} damaged: {r:?}");
+            if let Some(u) = &r.user {
+                by_user.entry(u.clone()).or_default().push(*key);
+            }
+        }
+        // The user index survived the crash: exactly the sessions naming each user.
+        for (user, mut keys) in by_user {
+            let mut listed: Vec<Key> = store
+                .sessions_of(&user, now)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect();
+            keys.sort();
+            listed.sort();
+            assert_eq!(listed, keys, "round {round}: user index of {user}");
         }
         eprintln!(
             "round {round}: {this_round} acks, {} sessions, all present",
