@@ -885,6 +885,21 @@ impl Store for FileStore {
     }
 }
 
+/// Plants raw bytes as a record file (for the conformance suite's corrupt-record test), with a
+/// file time that says "live".
+#[cfg(feature = "testkit")]
+#[async_trait]
+impl crate::testkit::RawAccess for FileStore {
+    async fn put_raw(&self, key: &Key, bytes: &[u8]) -> Result<()> {
+        let (key, bytes) = (*key, bytes.to_vec());
+        self.run("put_raw", move |s| {
+            let _g = s.lock(key.0[0] as usize)?;
+            s.write_bytes(&key, &bytes, MAX_MTIME, "put_raw")
+        })
+        .await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -778,6 +778,41 @@ impl Store for SqliteStore {
     }
 }
 
+/// Plants raw bytes as the payload of a row (for the conformance suite's corrupt-record test).
+/// The columns beside it say "live": those of the record if the bytes decode, otherwise a
+/// far-future deadline, version 1 and no user.
+#[cfg(feature = "testkit")]
+#[async_trait]
+impl crate::testkit::RawAccess for SqliteStore {
+    async fn put_raw(&self, key: &Key, bytes: &[u8]) -> Result<()> {
+        let (key, bytes) = (*key, bytes.to_vec());
+        self.with("put_raw", move |conn| {
+            let far = Millis::MAX / 2;
+            let (version, created, last, exp, abs, user) = match Record::decode(&key, &bytes) {
+                Ok(r) => (
+                    r.version as i64,
+                    r.created,
+                    r.last_access,
+                    r.expires_at,
+                    r.absolute_expires_at,
+                    r.user,
+                ),
+                Err(_) => (1, 0, 0, far, far, None),
+            };
+            conn.execute(
+                "INSERT OR REPLACE INTO sessions
+                    (key, version, created, last_access, expires_at, absolute_expires_at, user,
+                     alias, payload)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8)",
+                params![&key.0[..], version, created, last, exp, abs, user, bytes],
+            )
+            .map_err(db("put_raw"))?;
+            Ok(())
+        })
+        .await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
