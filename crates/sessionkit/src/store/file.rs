@@ -324,7 +324,16 @@ impl Inner {
             self.temp_counter.fetch_add(1, Ordering::Relaxed)
         ));
         let result = (|| -> io::Result<()> {
-            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            let create = || OpenOptions::new().write(true).create_new(true).open(&tmp);
+            let mut f = match create() {
+                // Our pid and counter make the name unique among live writers: a file already
+                // there is the leftover of a crashed process that had the same pid.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    fs::remove_file(&tmp)?;
+                    create()?
+                }
+                other => other?,
+            };
             f.write_all(bytes)?;
             f.set_modified(to_system_time(expires_at))?;
             f.sync_all()?;
