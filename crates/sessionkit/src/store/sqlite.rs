@@ -102,6 +102,24 @@ struct Inner {
     permits: Arc<Semaphore>,
 }
 
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Closing the last connection checkpoints the WAL (file I/O): keep it off the executor
+        // threads of a multi-threaded runtime. Elsewhere (no runtime, a current-thread one, as
+        // in tests that reopen the file at once) close right here.
+        let conns = std::mem::take(self.idle.get_mut().unwrap_or_else(|e| e.into_inner()));
+        if conns.is_empty() {
+            return;
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                drop(h.spawn_blocking(move || drop(conns)));
+            }
+            _ => drop(conns),
+        }
+    }
+}
+
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SqliteStore")
