@@ -1042,6 +1042,29 @@ mod tests {
         }
     }
 
+    /// The hot statements use the indexes, so their cost follows what they touch, not the
+    /// table size (GC in particular walks only expired rows).
+    #[tokio::test]
+    async fn statements_use_the_indexes() {
+        let path = temp_db("plans");
+        drop(SqliteStore::open(&url(&path)).await.unwrap());
+        let conn = Connection::open(&path).unwrap();
+        let plan = |sql: &str| -> String {
+            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let rows = stmt.query_map([], |r| r.get::<_, String>(3)).unwrap();
+            rows.map(|r| r.unwrap()).collect::<Vec<_>>().join("; ")
+        };
+        let gc = plan("DELETE FROM sessions WHERE rowid IN (SELECT rowid FROM sessions WHERE expires_at <= 5 LIMIT 10)");
+        assert!(gc.contains("sessions_expires_at"), "{gc}");
+        let by_user =
+            plan("SELECT key FROM sessions WHERE user = 'ann' AND expires_at > 5 AND alias = 0");
+        assert!(by_user.contains("sessions_user"), "{by_user}");
+        let destroy_user = plan("DELETE FROM sessions WHERE user = 'ann'");
+        assert!(destroy_user.contains("sessions_user"), "{destroy_user}");
+        let load = plan("SELECT payload FROM sessions WHERE key = X'00' AND expires_at > 5");
+        assert!(load.contains("INDEX sqlite_autoindex_sessions_1"), "{load}");
+    }
+
     #[tokio::test]
     async fn reopen_keeps_sessions_and_migration_is_idempotent() {
         let path = temp_db("reopen");
