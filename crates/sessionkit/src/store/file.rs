@@ -29,6 +29,7 @@
 //!   them, so after a crash the index may hold stale links but never misses a session. Stale links
 //!   are pruned lazily by `sessions_of`, `destroy_user` and GC; answers are always checked
 //!   against the record itself.
+//! - Directories are created owner-only (0700) and files owner read/write (0600).
 //! - `touch` rewrites the record file with the new times (the data bytes are unchanged).
 //! - `len` and `scan` read the files of live sessions (to leave out rotation aliases): they are
 //!   admin operations, linear in the number of sessions.
@@ -112,6 +113,25 @@ fn to_millis(t: SystemTime) -> Millis {
     }
 }
 
+/// Creates directories (and missing parents) readable by the owner only: session data is
+/// private to the service.
+fn private_dir_all(path: &Path) -> io::Result<()> {
+    let mut b = fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+    b.create(path)
+}
+
+/// Options for a new private file (owner read/write only).
+fn private_file() -> OpenOptions {
+    let mut o = OpenOptions::new();
+    o.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+    o
+}
+
 /// fsync of a directory, making renames and unlinks in it durable.
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
@@ -147,7 +167,7 @@ fn prepare(root: &Path) -> Result<()> {
         Ok(m) if !m.is_dir() => return Err(not_ours("not a directory".into())),
         Ok(_) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            fs::create_dir_all(root).map_err(io_err("open"))?;
+            private_dir_all(root).map_err(io_err("open"))?;
         }
         Err(e) => return Err(io_err("open")(e)),
     }
@@ -206,7 +226,10 @@ fn prepare(root: &Path) -> Result<()> {
 
 /// Creates a directory if missing; true if it did.
 fn create_dir(path: &Path) -> Result<bool> {
-    match fs::create_dir(path) {
+    let mut b = fs::DirBuilder::new();
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+    match b.create(path) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
             if path.is_dir() {
@@ -324,7 +347,7 @@ impl Inner {
             self.temp_counter.fetch_add(1, Ordering::Relaxed)
         ));
         let result = (|| -> io::Result<()> {
-            let create = || OpenOptions::new().write(true).create_new(true).open(&tmp);
+            let create = || private_file().open(&tmp);
             let mut f = match create() {
                 // Our pid and counter make the name unique among live writers: a file already
                 // there is the leftover of a crashed process that had the same pid.
@@ -372,7 +395,10 @@ impl Inner {
         let mut last = None;
         for _ in 0..5 {
             let fresh_dir = !dir.exists();
-            let attempt = fs::create_dir_all(&dir).and_then(|()| File::create(&link).map(drop));
+            let attempt = private_dir_all(&dir).and_then(|()| match private_file().open(&link) {
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+                other => other.map(drop),
+            });
             match attempt {
                 Ok(()) => {
                     // A new user directory is durable only once its parents are synced too.
@@ -1046,6 +1072,14 @@ mod tests {
                 .unwrap(),
         );
         assert_eq!(mtime, 15_000);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode(&store.inner.record_path(&a)), 0o600);
+            assert_eq!(mode(&store.inner.shard_dir(a.0[0] as usize)), 0o700);
+            assert_eq!(mode(&root), 0o700);
+        }
         // GC at 6_000 takes b (expired at 5_000) only, and its user link with it.
         assert_eq!(store.gc(6_000, 10).await.unwrap(), 1);
         assert!(!store.inner.user_dir("bob").exists());
