@@ -207,6 +207,16 @@ fn open_connection(path: &Path, options: &Options) -> Result<Connection> {
     Ok(conn)
 }
 
+/// Creates a missing database file readable by the owner only (SQLite gives its WAL and
+/// shared-memory files the same mode). Failures are left to the open that follows to report.
+fn create_private(path: &Path) {
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+    let _ = o.open(path);
+}
+
 /// Maps an error met while opening: a file that is not SQLite or is damaged is the operator's
 /// to fix (a clear [`Error::Config`]); anything else is a backend failure.
 fn open_error(path: &Path, e: rusqlite::Error) -> Error {
@@ -404,6 +414,7 @@ impl SqliteStore {
 
     async fn open_path(path: PathBuf, options: Options) -> Result<Self> {
         let (conn, path, options) = tokio::task::spawn_blocking(move || {
+            create_private(&path);
             let mut conn = open_connection(&path, &options)?;
             prepare_schema(&mut conn, &path)?;
             Ok::<_, Error>((conn, path, options))
@@ -1094,5 +1105,11 @@ mod tests {
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
             .unwrap();
         assert_eq!(mode, "wal");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let perms = std::fs::metadata(&path).unwrap().permissions();
+            assert_eq!(perms.mode() & 0o777, 0o600);
+        }
     }
 }
