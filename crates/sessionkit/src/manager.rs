@@ -39,7 +39,13 @@ struct ManagerInner {
     config: Config,
     cookie_name: String,
     gc: Mutex<Option<GcTask>>,
+    /// Writers to one session in this process take turns (see `finish`).
+    write_turns: Box<[tokio::sync::Mutex<()>]>,
 }
+
+/// Number of write-turn stripes; sessions share a stripe by key, so this bounds memory, not
+/// the number of sessions.
+const WRITE_TURNS: usize = 256;
 
 struct GcTask {
     stop: tokio::sync::watch::Sender<bool>,
@@ -85,6 +91,9 @@ impl Manager {
                 config,
                 cookie_name,
                 gc: Mutex::new(None),
+                write_turns: (0..WRITE_TURNS)
+                    .map(|_| tokio::sync::Mutex::new(()))
+                    .collect(),
             }),
         })
     }
@@ -325,6 +334,10 @@ impl Manager {
         });
         let mut key = current.key;
         let mut base = current.base;
+        // Writers to the same session in this process queue here, so compare-and-set conflicts
+        // come only from other processes. Without it, on a store with real round trips, a
+        // loser backing off keeps losing to fresh requests that never wait (starvation).
+        let _turn = self.inner.write_turns[key.0[1] as usize].lock().await;
         for attempt in 0..c.max_retries {
             let mut record = base.clone();
             for op in &st.ops {
@@ -376,12 +389,16 @@ impl Manager {
             } else {
                 base = fresh;
             }
-            if attempt >= 2 {
-                // Many writers on one session: step aside briefly so they do not all retry in
-                // lockstep.
-                tokio::time::sleep(Duration::from_micros(50 << attempt.min(8))).await;
-            } else {
+            if attempt == 0 {
                 tokio::task::yield_now().await;
+            } else {
+                // Many writers on one session: back off for a random share of a growing window
+                // (randomised, or the losers would all retry in lockstep and lose again).
+                let window = 100u64 << attempt.min(9);
+                let mut r = [0u8; 8];
+                let _ = crate::id::fill_random(&mut r);
+                let pause = u64::from_le_bytes(r) % window;
+                tokio::time::sleep(Duration::from_micros(pause)).await;
             }
         }
         Err(Error::Contention(c.max_retries))

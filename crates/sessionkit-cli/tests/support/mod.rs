@@ -262,7 +262,14 @@ impl Server {
             .args(["--addr", "127.0.0.1:0"])
             .args(args)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            // SESSIONKIT_TEST_SERVER_LOGS=1 shows the servers' logs when debugging a test.
+            .stderr(
+                if std::env::var_os("SESSIONKIT_TEST_SERVER_LOGS").is_some() {
+                    Stdio::inherit()
+                } else {
+                    Stdio::null()
+                },
+            )
             .spawn()
             .expect("spawn sessionkit serve");
         let stdout = child.stdout.take().unwrap();
