@@ -42,6 +42,8 @@ mod manager;
 mod record;
 mod session;
 pub mod store;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 
 pub use config::{
     default_touch_interval, Config, CookieConfig, SameSite, SigningKey, Transport, UserLimitPolicy,

@@ -357,8 +357,10 @@ impl Manager {
             }
             // Lost the race: reload and replay on what the winner wrote.
             let Some(fresh) = self.call("load", store.load(&key, now)).await? else {
-                // Destroyed (logout) or expired meanwhile: never bring it back.
-                return Ok(forget());
+                // Destroyed (logout) or rotated away by a privilege change meanwhile: never bring
+                // it back, and send no cookie either: a removal here could arrive after the
+                // login response and wipe the browser's new session.
+                return Ok(SessionHeaders::default());
             };
             if let Some(next) = fresh.successor().copied() {
                 // Rotated by a concurrent request while this one was in flight: follow the
@@ -369,7 +371,7 @@ impl Manager {
                 key = next;
                 match self.call("load", store.load(&key, now)).await? {
                     Some(r) => base = r,
-                    None => return Ok(forget()),
+                    None => return Ok(SessionHeaders::default()),
                 }
             } else {
                 base = fresh;
