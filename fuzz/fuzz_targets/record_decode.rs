@@ -48,7 +48,10 @@ fuzz_target!(|data: &[u8]| {
     let other = SessionId::parse(&format!("{}E", "A".repeat(42)))
         .expect("canonical ID")
         .key();
-    assert!(Record::decode(&other, &encoded).is_err(), "misfiled record accepted");
+    assert!(
+        Record::decode(&other, &encoded).is_err(),
+        "misfiled record accepted"
+    );
     let mut names = HashSet::new();
     for (name, value) in record.data.iter() {
         assert!(names.insert(name), "duplicate data name {name:?}");
