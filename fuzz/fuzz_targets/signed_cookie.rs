@@ -91,7 +91,9 @@ fuzz_target!(|data: &[u8]| {
         if resolved.is_some() {
             let values = id_values(&headers);
             assert!(
-                values.iter().any(|v| v == a.as_bytes() || v == b.as_bytes()),
+                values
+                    .iter()
+                    .any(|v| v == a.as_bytes() || v == b.as_bytes()),
                 "a session resolved from a token the test never produced: {values:?}"
             );
         }

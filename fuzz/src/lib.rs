@@ -160,8 +160,8 @@ pub fn memory_store() -> Arc<dyn Store> {
 }
 
 /// Runs a request's worth of session calls chosen by the bits of `ops`, ending with `finish`.
-/// Errors from the session API are fine (they are answers); panics are not. Returns the
-/// response headers.
+/// Errors from the session API are fine (they are answers); panics are not. A failed CSRF check
+/// must have been reported. Call [`start_logs`] first. Returns the response headers.
 pub async fn exercise(
     manager: &Manager,
     session: &Session,
@@ -178,7 +178,9 @@ pub async fn exercise(
         let _ = session.csrf_token().await;
     }
     if ops & 4 != 0 {
-        let _ = session.verify_csrf(csrf_candidate).await;
+        if let Ok(false) = session.verify_csrf(csrf_candidate).await {
+            assert!(logs().contains("csrf_failure"), "CSRF failure not reported");
+        }
     }
     if ops & 8 != 0 {
         let _ = session.set_user(Some("fuzz"), "password").await;
