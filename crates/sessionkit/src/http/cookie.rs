@@ -65,6 +65,9 @@ pub(crate) fn read_token(manager: &Manager, headers: &HeaderMap) -> (Option<Sess
         Transport::Cookie => {
             let name = manager.cookie_name().as_bytes();
             let mut seen = false;
+            // Bad signatures are counted and reported once per request: a request stuffed with
+            // thousands of forged cookies must not turn into thousands of log lines.
+            let mut bad = 0;
             for header in headers.get_all(COOKIE) {
                 for pair in header.as_bytes().split(|b| *b == b';') {
                     let pair = trim(pair);
@@ -79,11 +82,13 @@ pub(crate) fn read_token(manager: &Manager, headers: &HeaderMap) -> (Option<Sess
                     if value.len() >= 2 && value[0] == b'"' && value[value.len() - 1] == b'"' {
                         value = &value[1..value.len() - 1];
                     }
-                    if let Some(id) = decode_token(manager, value) {
+                    if let Some(id) = verify_token(manager, value, &mut bad) {
+                        report_bad_signatures(bad);
                         return (Some(id), true);
                     }
                 }
             }
+            report_bad_signatures(bad);
             (None, seen)
         }
         Transport::Header(name) => match headers.get(name) {
@@ -126,13 +131,20 @@ pub(crate) fn encode_token(manager: &Manager, id: &SessionId) -> String {
 /// Parses a token strictly; with signing keys, the MAC must verify under one of them (checked
 /// in constant time) before the ID is believed, so forged tokens never reach the store.
 pub(crate) fn decode_token(manager: &Manager, token: &[u8]) -> Option<SessionId> {
+    let mut bad = 0;
+    let id = verify_token(manager, token, &mut bad);
+    report_bad_signatures(bad);
+    id
+}
+
+/// [`decode_token`] without the report: a rejected signature only bumps `bad`.
+fn verify_token(manager: &Manager, token: &[u8], bad: &mut u32) -> Option<SessionId> {
     let keys = &manager.config().signing_keys;
     if keys.is_empty() {
         return SessionId::parse_bytes(token);
     }
-    let tampered = || {
-        tracing::warn!(target: "sessionkit::suspicious", event = "bad_signature",
-            "session token with a missing or invalid signature");
+    let mut tampered = || {
+        *bad = bad.saturating_add(1);
         None
     };
     if token.len() != crate::id::ID_LEN + 1 + 43 || token[crate::id::ID_LEN] != b'.' {
@@ -152,6 +164,13 @@ pub(crate) fn decode_token(manager: &Manager, token: &[u8]) -> Option<SessionId>
         return tampered();
     }
     SessionId::parse_bytes(id_text)
+}
+
+fn report_bad_signatures(count: u32) {
+    if count > 0 {
+        tracing::warn!(target: "sessionkit::suspicious", event = "bad_signature", count,
+            "session token with a missing or invalid signature");
+    }
 }
 
 fn trim(mut s: &[u8]) -> &[u8] {
@@ -320,6 +339,65 @@ mod tests {
             b[i] = if b[i] == b'A' { b'B' } else { b'A' };
             assert_eq!(decode_token(&signer_old, &b), None, "flip at {i}");
         }
+    }
+
+    /// Counts `bad_signature` events (a minimal subscriber: tracing-subscriber is not a
+    /// dependency).
+    #[derive(Default)]
+    struct BadSignatures(std::sync::Mutex<Vec<u64>>);
+
+    impl tracing::Subscriber for BadSignatures {
+        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            tracing::span::Id::from_u64(1)
+        }
+        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, event: &tracing::Event<'_>) {
+            #[derive(Default)]
+            struct Fields(bool, u64);
+            impl tracing::field::Visit for Fields {
+                fn record_str(&mut self, f: &tracing::field::Field, v: &str) {
+                    self.0 |= f.name() == "event" && v == "bad_signature";
+                }
+                fn record_u64(&mut self, f: &tracing::field::Field, v: u64) {
+                    if f.name() == "count" {
+                        self.1 = v;
+                    }
+                }
+                fn record_debug(&mut self, _: &tracing::field::Field, _: &dyn std::fmt::Debug) {}
+            }
+            let mut fields = Fields::default();
+            event.record(&mut fields);
+            if fields.0 {
+                self.0.lock().unwrap().push(fields.1);
+            }
+        }
+        fn enter(&self, _: &tracing::span::Id) {}
+        fn exit(&self, _: &tracing::span::Id) {}
+    }
+
+    #[test]
+    fn forged_cookies_are_reported_once_per_request() {
+        let m = manager(Config {
+            signing_keys: vec![crate::SigningKey::generate().unwrap()],
+            ..Config::default()
+        });
+        let forged = vec!["id=x"; 1000].join("; ");
+        let good = encode_token(&m, &SessionId::generate().unwrap());
+        let counts = Arc::new(BadSignatures::default());
+        tracing::subscriber::with_default(counts.clone(), || {
+            assert_eq!(read_token(&m, &headers(&[forged.as_bytes()])), (None, true));
+            let mixed = format!("{forged}; id={good}");
+            assert!(read_token(&m, &headers(&[mixed.as_bytes()])).0.is_some());
+            let alone = format!("id={good}");
+            assert!(read_token(&m, &headers(&[alone.as_bytes()])).0.is_some());
+        });
+        // One event per request that carried bad signatures, with how many it carried; none for
+        // a request whose only token verified.
+        assert_eq!(*counts.0.lock().unwrap(), vec![1000, 1000]);
     }
 
     #[test]
