@@ -16,8 +16,9 @@ struct Cli {
     command: Command,
 }
 
-/// The default store of `serve`: memory until the durable stores land.
-const DEFAULT_STORE: &str = "memory://";
+/// The default store of `serve`: an embedded SQLite file in the working directory, so logins
+/// survive a restart with no server to install.
+const DEFAULT_STORE: &str = "sqlite://sessionkit.db";
 
 #[derive(Subcommand)]
 enum Command {
