@@ -16,7 +16,7 @@ secs="${1:-${FUZZ_SECONDS:-20}}"
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(cookie_header signed_cookie record_decode)
+    targets=(cookie_header signed_cookie record_decode store_formats)
 fi
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
