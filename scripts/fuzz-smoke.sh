@@ -29,7 +29,16 @@ export RUSTC_BOOTSTRAP=1
 
 san="${FUZZ_SANITIZER:-none}"
 scratch="$(mktemp -d)"
-trap 'rm -rf "$scratch"' EXIT
+cleanup() {
+    rm -rf "$scratch"
+    # store_formats keeps its stores in sessionkit-fuzz-<pid> (on /dev/shm when present) and
+    # cannot remove them itself: libFuzzer exits without running destructors.
+    for d in /dev/shm/sessionkit-fuzz-* "${TMPDIR:-/tmp}"/sessionkit-fuzz-*; do
+        [ -d "$d" ] && [ ! -d "/proc/${d##*-}" ] && rm -rf "$d"
+    done
+    return 0
+}
+trap cleanup EXIT
 
 # Build everything first so the time budget below is spent fuzzing, not compiling.
 cargo fuzz build -O -s "$san"
