@@ -302,15 +302,22 @@ impl Session {
     }
 
     /// Checks `candidate` against the session's CSRF token in constant time. A session without a
-    /// token accepts nothing.
+    /// token accepts nothing. A failure is reported as a `csrf_failure` event on the
+    /// `sessionkit::suspicious` target (with the session's key prefix, never the ID or token).
     pub async fn verify_csrf(&self, candidate: &str) -> Result<bool> {
         let st = self.state().await?;
-        Ok(match &st.view.csrf {
+        let ok = match &st.view.csrf {
             Some(t) => {
                 t.len() == candidate.len() && bool::from(t.as_bytes().ct_eq(candidate.as_bytes()))
             }
             None => false,
-        })
+        };
+        if !ok {
+            let key = st.current.as_ref().map(|c| c.key.short());
+            tracing::warn!(target: "sessionkit::suspicious", event = "csrf_failure",
+                key = key.as_deref().unwrap_or("none"), "CSRF token missing or wrong");
+        }
+        Ok(ok)
     }
 
     /// The current ID, once loaded; `None` for a session not stored yet. The ID is a credential:

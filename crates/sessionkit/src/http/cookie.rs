@@ -61,6 +61,16 @@ impl SessionHeaders {
 /// The first syntactically valid token the request carries, and whether it carried any value
 /// under the session's name at all.
 pub(crate) fn read_token(manager: &Manager, headers: &HeaderMap) -> (Option<SessionId>, bool) {
+    let (id, seen, bad) = scan_token(manager, headers);
+    // Reported once per request: a request stuffed with thousands of forged cookies must not
+    // turn into thousands of log lines.
+    report_bad_signatures(bad);
+    (id, seen)
+}
+
+/// [`read_token`] without the report; the third value counts tokens whose signature failed.
+fn scan_token(manager: &Manager, headers: &HeaderMap) -> (Option<SessionId>, bool, u32) {
+    let mut bad = 0;
     match &manager.config().transport {
         Transport::Cookie => {
             let name = manager.cookie_name().as_bytes();
@@ -79,16 +89,20 @@ pub(crate) fn read_token(manager: &Manager, headers: &HeaderMap) -> (Option<Sess
                     if value.len() >= 2 && value[0] == b'"' && value[value.len() - 1] == b'"' {
                         value = &value[1..value.len() - 1];
                     }
-                    if let Some(id) = decode_token(manager, value) {
-                        return (Some(id), true);
+                    if let Some(id) = verify_token(manager, value, &mut bad) {
+                        return (Some(id), true, bad);
                     }
                 }
             }
-            (None, seen)
+            (None, seen, bad)
         }
         Transport::Header(name) => match headers.get(name) {
-            Some(v) => (decode_token(manager, trim(v.as_bytes())), true),
-            None => (None, false),
+            Some(v) => (
+                verify_token(manager, trim(v.as_bytes()), &mut bad),
+                true,
+                bad,
+            ),
+            None => (None, false, bad),
         },
         Transport::Bearer { .. } => match headers.get(AUTHORIZATION) {
             Some(v) => {
@@ -97,12 +111,10 @@ pub(crate) fn read_token(manager: &Manager, headers: &HeaderMap) -> (Option<Sess
                     .get(..7)
                     .filter(|p| p.eq_ignore_ascii_case(b"bearer "))
                     .map(|_| trim(&v[7..]));
-                (
-                    token.and_then(|t| decode_token(manager, t)),
-                    token.is_some(),
-                )
+                let id = token.and_then(|t| verify_token(manager, t, &mut bad));
+                (id, token.is_some(), bad)
             }
-            None => (None, false),
+            None => (None, false, bad),
         },
     }
 }
@@ -123,16 +135,22 @@ pub(crate) fn encode_token(manager: &Manager, id: &SessionId) -> String {
     }
 }
 
-/// Parses a token strictly; with signing keys, the MAC must verify under one of them (checked
-/// in constant time) before the ID is believed, so forged tokens never reach the store.
+/// One token on its own (tests).
+#[cfg(test)]
 pub(crate) fn decode_token(manager: &Manager, token: &[u8]) -> Option<SessionId> {
+    verify_token(manager, token, &mut 0)
+}
+
+/// Parses a token strictly; with signing keys, the MAC must verify under one of them (checked
+/// in constant time) before the ID is believed, so forged tokens never reach the store. A
+/// rejected signature bumps `bad` (the caller reports the count once per request).
+fn verify_token(manager: &Manager, token: &[u8], bad: &mut u32) -> Option<SessionId> {
     let keys = &manager.config().signing_keys;
     if keys.is_empty() {
         return SessionId::parse_bytes(token);
     }
-    let tampered = || {
-        tracing::warn!(target: "sessionkit::suspicious", event = "bad_signature",
-            "session token with a missing or invalid signature");
+    let mut tampered = || {
+        *bad = bad.saturating_add(1);
         None
     };
     if token.len() != crate::id::ID_LEN + 1 + 43 || token[crate::id::ID_LEN] != b'.' {
@@ -152,6 +170,13 @@ pub(crate) fn decode_token(manager: &Manager, token: &[u8]) -> Option<SessionId>
         return tampered();
     }
     SessionId::parse_bytes(id_text)
+}
+
+fn report_bad_signatures(count: u32) {
+    if count > 0 {
+        tracing::warn!(target: "sessionkit::suspicious", event = "bad_signature", count,
+            "session token with a missing or invalid signature");
+    }
 }
 
 fn trim(mut s: &[u8]) -> &[u8] {
@@ -320,6 +345,28 @@ mod tests {
             b[i] = if b[i] == b'A' { b'B' } else { b'A' };
             assert_eq!(decode_token(&signer_old, &b), None, "flip at {i}");
         }
+    }
+
+    #[test]
+    fn forged_cookies_are_counted_for_one_report_per_request() {
+        let m = manager(Config {
+            signing_keys: vec![crate::SigningKey::generate().unwrap()],
+            ..Config::default()
+        });
+        let forged = vec!["id=x"; 1000].join("; ");
+        let good = encode_token(&m, &SessionId::generate().unwrap());
+        // `read_token` reports the count once; what matters is that every forged cookie is
+        // counted, none is lost, and a verified token is not.
+        assert_eq!(
+            scan_token(&m, &headers(&[forged.as_bytes()])),
+            (None, true, 1000)
+        );
+        let mixed = format!("{forged}; id={good}");
+        let (id, seen, bad) = scan_token(&m, &headers(&[mixed.as_bytes()]));
+        assert!(id.is_some() && seen);
+        assert_eq!(bad, 1000);
+        let alone = format!("id={good}");
+        assert_eq!(scan_token(&m, &headers(&[alone.as_bytes()])).2, 0);
     }
 
     #[test]
