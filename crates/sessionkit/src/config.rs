@@ -84,7 +84,9 @@ pub enum UserLimitPolicy {
 pub struct CookieConfig {
     /// Cookie name without prefix (default `id`).
     pub name: String,
-    /// Prefix the name with `__Host-` (requires `secure`, `path = "/"` and no `domain`).
+    /// Prefix the name with `__Host-` (default on; requires `secure`, `path = "/"` and no
+    /// `domain`): the browser then refuses the cookie from sibling subdomains and over plain
+    /// HTTP (OWASP ASVS 3.4.4).
     pub host_prefix: bool,
     /// `Secure` attribute (default on).
     pub secure: bool,
@@ -103,7 +105,7 @@ impl Default for CookieConfig {
     fn default() -> Self {
         Self {
             name: "id".into(),
-            host_prefix: false,
+            host_prefix: true,
             secure: true,
             same_site: SameSite::Lax,
             path: "/".into(),

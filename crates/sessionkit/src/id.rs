@@ -65,7 +65,7 @@ impl SessionId {
         let mut bytes = [0u8; 32];
         bytes.copy_from_slice(&out[..32]);
         let id = Self(bytes);
-        // The last character carries 4 spare bits; insist they are zero so one ID has one spelling.
+        // The last character carries 2 spare bits; insist they are zero so one ID has one spelling.
         if id.encode().as_bytes() != text {
             return None;
         }

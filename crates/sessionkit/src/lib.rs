@@ -33,6 +33,7 @@
 //! concurrent requests merge; idle and absolute timeouts are enforced server side.
 
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod config;
 mod error;

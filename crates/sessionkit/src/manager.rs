@@ -299,8 +299,8 @@ impl Manager {
 
         if current.read_only {
             if !st.ops.is_empty() || st.cycle || st.destroy {
-                tracing::warn!(target: "sessionkit::suspicious", key = %current.key.short(),
-                    "write through a previous (grace window) id ignored");
+                tracing::warn!(target: "sessionkit::suspicious", event = "grace_write",
+                    key = %current.key.short(), "write through a previous (grace window) id ignored");
             }
             return Ok(SessionHeaders::default());
         }
@@ -527,7 +527,7 @@ impl Manager {
 
     /// The key of a token (for tools); `None` if the token is malformed.
     pub fn key_of(&self, token: &str) -> Option<Key> {
-        SessionId::parse(token).map(|id| id.key())
+        cookie::decode_token(self, token.as_bytes()).map(|id| id.key())
     }
 }
 

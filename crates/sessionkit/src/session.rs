@@ -243,7 +243,9 @@ impl Session {
     pub async fn set_user(&self, user: Option<&str>, method: &str) -> Result<()> {
         let mut st = self.state().await?;
         let manager = &self.inner.manager;
-        if let Some(name) = user {
+        let read_only = st.current.as_ref().is_some_and(|c| c.read_only);
+        if let (Some(name), false) = (user, read_only) {
+            // (A grace-window request's sign-in is ignored at finish, so it must not evict.)
             let mine = st.current.as_ref().map(|c| c.key);
             manager.make_room_for(name, mine.as_ref()).await?;
         }

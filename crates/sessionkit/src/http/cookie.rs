@@ -135,8 +135,7 @@ pub(crate) fn encode_token(manager: &Manager, id: &SessionId) -> String {
     }
 }
 
-/// One token on its own (tests).
-#[cfg(test)]
+/// One token on its own, outside a request (tools, tests): nothing is logged.
 pub(crate) fn decode_token(manager: &Manager, token: &[u8]) -> Option<SessionId> {
     verify_token(manager, token, &mut 0)
 }
@@ -275,20 +274,23 @@ mod tests {
     fn finds_the_session_cookie_among_others() {
         let m = manager(Config::default());
         let id = SessionId::generate().unwrap();
-        let line = format!("a=1; id=\"{id}\"; b=2");
+        let line = format!("a=1; __Host-id=\"{id}\"; b=2");
         assert_eq!(
             read_token(&m, &headers(&[line.as_bytes()])),
             (Some(id.clone()), true)
         );
-        let line = format!("id=bogus; id={id}");
+        let line = format!("__Host-id=bogus; __Host-id={id}");
         assert_eq!(
             read_token(&m, &headers(&[line.as_bytes()])),
             (Some(id), true)
         );
-        assert_eq!(read_token(&m, &headers(&[b"id="])), (None, true));
-        assert_eq!(read_token(&m, &headers(&[b"idx=1; xid=2"])), (None, false));
+        assert_eq!(read_token(&m, &headers(&[b"__Host-id="])), (None, true));
         assert_eq!(
-            read_token(&m, &headers(&[b"\xff\xfe=\x80; id=\xc3"])),
+            read_token(&m, &headers(&[b"id=1; __Host-idx=2"])),
+            (None, false)
+        );
+        assert_eq!(
+            read_token(&m, &headers(&[b"\xff\xfe=\x80; __Host-id=\xc3"])),
             (None, true)
         );
     }
@@ -353,7 +355,7 @@ mod tests {
             signing_keys: vec![crate::SigningKey::generate().unwrap()],
             ..Config::default()
         });
-        let forged = vec!["id=x"; 1000].join("; ");
+        let forged = vec!["__Host-id=x"; 1000].join("; ");
         let good = encode_token(&m, &SessionId::generate().unwrap());
         // `read_token` reports the count once; what matters is that every forged cookie is
         // counted, none is lost, and a verified token is not.
@@ -361,11 +363,11 @@ mod tests {
             scan_token(&m, &headers(&[forged.as_bytes()])),
             (None, true, 1000)
         );
-        let mixed = format!("{forged}; id={good}");
+        let mixed = format!("{forged}; __Host-id={good}");
         let (id, seen, bad) = scan_token(&m, &headers(&[mixed.as_bytes()]));
         assert!(id.is_some() && seen);
         assert_eq!(bad, 1000);
-        let alone = format!("id={good}");
+        let alone = format!("__Host-id={good}");
         assert_eq!(scan_token(&m, &headers(&[alone.as_bytes()])).2, 0);
     }
 
