@@ -256,7 +256,10 @@ pub async fn stats(args: StatsArgs) -> AdminResult {
         println!("distinct users:      {}", s.users);
         match s.expired_awaiting_gc {
             Some(n) => println!("expired awaiting GC: {n}"),
-            None => println!("expired awaiting GC: unknown (the {} store cannot tell)", s.store),
+            None => println!(
+                "expired awaiting GC: unknown (the {} store cannot tell)",
+                s.store
+            ),
         }
         println!("session data bytes:  {}", s.data_bytes);
     }
@@ -511,7 +514,11 @@ pub async fn copy_all(
     let mut deadlines: Vec<Millis> = Vec::with_capacity(total.min(10_000_000) as usize);
     let mut cursor: Option<String> = None;
     loop {
-        let page = call("source scan", from.scan(cursor.as_deref(), batch, now_millis())).await?;
+        let page = call(
+            "source scan",
+            from.scan(cursor.as_deref(), batch, now_millis()),
+        )
+        .await?;
         sum.scanned += page.records.len() as u64;
         let records = Arc::new(page.records);
         let mut tasks = tokio::task::JoinSet::new();

@@ -98,7 +98,9 @@ fn summarize(op: &str, mut us: Vec<u64>, secs: f64) -> Latency {
 /// `sessionkit bench`.
 pub async fn bench(args: BenchArgs) -> AdminResult {
     if args.concurrency == 0 || args.requests == 0 {
-        return Err(Failure::usage("--concurrency and --requests must be at least 1"));
+        return Err(Failure::usage(
+            "--concurrency and --requests must be at least 1",
+        ));
     }
     let report = match (&args.url, &args.store) {
         (Some(url), None) => http(&args, url).await?,
@@ -143,7 +145,9 @@ fn parse_http_url(url: &str) -> AdminResult<(String, String)> {
     if authority.is_empty() {
         return Err(Failure::usage(format!("bad --url {url:?}: no host")));
     }
-    let authority = if authority.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    let authority = if authority
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
     {
         authority.to_owned()
     } else {
@@ -286,7 +290,9 @@ async fn read_response(
                 }
             }
             if chunked {
-                return Err(bad("chunked responses are not supported by the bench client"));
+                return Err(bad(
+                    "chunked responses are not supported by the bench client",
+                ));
             }
             let total = end + 4 + len;
             while buf.len() < total {
@@ -377,7 +383,13 @@ async fn lifecycles(store: &dyn Store, budget: &Budget) -> (Vec<Vec<u64>>, u64) 
             continue;
         }
         let t = Instant::now();
-        if !timed(0, t, store.create(&key, &record).await.is_ok(), &mut lat, &mut errors) {
+        if !timed(
+            0,
+            t,
+            store.create(&key, &record).await.is_ok(),
+            &mut lat,
+            &mut errors,
+        ) {
             continue;
         }
         let t = Instant::now();

@@ -52,8 +52,8 @@ pub struct ServeArgs {
 
 /// Store latency buckets in seconds: sub-millisecond (memory) up to the default store timeout.
 const LATENCY_BUCKETS: &[f64] = &[
-    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-    0.5, 1.0, 2.5, 5.0,
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0,
 ];
 
 /// Installs the process-wide Prometheus recorder and keeps its histograms trimmed.
@@ -110,7 +110,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 let body = handle.render();
                 async move {
                     (
-                        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+                        [(
+                            header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        )],
                         body,
                     )
                         .into_response()
