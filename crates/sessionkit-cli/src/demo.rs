@@ -51,6 +51,12 @@ async fn csrf(session: Session, req: Request, next: Next) -> Response {
             resp.headers_mut().insert("x-csrf-token", v);
         }
     }
+    // Tells clients (and tests) that this request used a previous ID inside its rotation grace
+    // window: it was answered, but nothing it changed was kept.
+    if session.is_read_only().await.unwrap_or(false) {
+        resp.headers_mut()
+            .insert("x-session-read-only", HeaderValue::from_static("1"));
+    }
     resp
 }
 

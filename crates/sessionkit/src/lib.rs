@@ -43,8 +43,12 @@ pub mod metrics;
 mod record;
 mod session;
 pub mod store;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 
-pub use config::{default_touch_interval, Config, CookieConfig, SameSite, Transport};
+pub use config::{
+    default_touch_interval, Config, CookieConfig, SameSite, SigningKey, Transport, UserLimitPolicy,
+};
 pub use error::{BoxError, Error, Result};
 pub use http::{SessionHeaders, SessionLayer, SessionService};
 pub use id::{Key, SessionId, ID_LEN};

@@ -147,10 +147,49 @@ impl Manager {
     /// knows the deadline written at save time; a shortened timeout applies at once).
     fn is_live(&self, record: &Record, now: Millis) -> bool {
         let c = &self.inner.config;
+        // Re-authentication restarts the absolute timeout, so it counts from the later of
+        // creation and the last sign-in.
+        let auth_at = record
+            .extra
+            .as_ref()
+            .and_then(|e| e.auth.as_ref())
+            .map(|a| a.at);
+        let start = record.created.max(auth_at.unwrap_or(i64::MIN));
         !record.is_expired(now)
             && record.absolute_expires_at > now
-            && record.created.saturating_add(millis(c.absolute_timeout)) > now
+            && start.saturating_add(millis(c.absolute_timeout)) > now
             && record.last_access.saturating_add(millis(c.idle_timeout)) > now
+    }
+
+    /// Enforces `max_sessions_per_user` before `user` signs in on the session `mine`.
+    pub(crate) async fn make_room_for(&self, user: &str, mine: Option<&Key>) -> Result<()> {
+        let c = &self.inner.config;
+        let Some(limit) = c.max_sessions_per_user else {
+            return Ok(());
+        };
+        let now = now_millis();
+        let store = &self.inner.store;
+        let mut others: Vec<(Key, Record)> = self
+            .call("sessions_of", store.sessions_of(user, now))
+            .await?
+            .into_iter()
+            .filter(|(k, r)| Some(k) != mine && self.is_live(r, now))
+            .collect();
+        if others.len() < limit {
+            return Ok(());
+        }
+        if c.user_limit_policy == crate::config::UserLimitPolicy::Refuse {
+            return Err(Error::TooManySessions {
+                user: user.to_owned(),
+                limit,
+            });
+        }
+        others.sort_by_key(|(_, r)| r.last_access);
+        let excess = others.len() + 1 - limit;
+        for (key, _) in others.into_iter().take(excess) {
+            self.call("destroy", store.destroy(&key)).await?;
+        }
+        Ok(())
     }
 
     /// Loads the stored session of a request into its state (called once, lazily).
@@ -162,12 +201,23 @@ impl Manager {
         let store = &self.inner.store;
         let key = id.key();
         let Some(record) = self.call("load", store.load(&key, now)).await? else {
-            tracing::debug!(target: "sessionkit::suspicious", key = %key.short(), "unknown or expired session id");
+            tracing::info!(target: "sessionkit::suspicious", event = "unknown_id", key = %key.short(),
+                "unknown or expired session id");
             return Ok(());
         };
         if let Some(next) = record.successor().copied() {
-            // A rotation alias: the request was in flight when the ID changed. It may read the
-            // session's new home, never write to it.
+            // A rotation alias: the request was in flight when the ID changed. Inside the grace
+            // window it may read the session's new home, never write to it; after it, the alias
+            // lingers only so that late use can be reported.
+            if now
+                >= record
+                    .created
+                    .saturating_add(millis(self.inner.config.rotation_grace))
+            {
+                tracing::warn!(target: "sessionkit::suspicious", event = "grace_expired",
+                    key = %key.short(), "previous session id used after its grace window: possible hijacking");
+                return Ok(());
+            }
             let Some(target) = self.call("load", store.load(&next, now)).await? else {
                 return Ok(());
             };
@@ -278,10 +328,13 @@ impl Manager {
             return Ok(SessionHeaders::default());
         }
 
-        let rotate = st.cycle || periodic;
+        let mut rotate = st.cycle || periodic;
         // A periodic rotation leaves the old ID readable for a grace window; a privilege change
         // (cycle_id, set_user) kills it at once.
-        let grace = (periodic && !st.cycle).then(|| now.saturating_add(millis(c.rotation_grace)));
+        let mut grace = (periodic && !st.cycle).then(|| {
+            now.saturating_add(millis(c.rotation_grace))
+                .saturating_add(ALIAS_LINGER)
+        });
         let mut key = current.key;
         let mut base = current.base;
         for attempt in 0..c.max_retries {
@@ -322,19 +375,21 @@ impl Manager {
             }
             // Lost the race: reload and replay on what the winner wrote.
             let Some(fresh) = self.call("load", store.load(&key, now)).await? else {
-                // Destroyed (logout) or expired meanwhile: never bring it back.
-                return Ok(forget());
+                // Destroyed (logout) or rotated away by a privilege change meanwhile: never bring
+                // it back, and send no cookie either: a removal here could arrive after the
+                // login response and wipe the browser's new session.
+                return Ok(SessionHeaders::default());
             };
             if let Some(next) = fresh.successor().copied() {
                 // Rotated by a concurrent request while this one was in flight: follow the
-                // session to its new key, keep the client's (grace window) token.
-                if rotate {
-                    return Ok(SessionHeaders::default());
-                }
+                // session to its new key so these writes are not lost. A periodic rotation is
+                // already done (the winner's); a privilege change still rotates the new key.
+                rotate = st.cycle;
+                grace = None;
                 key = next;
                 match self.call("load", store.load(&key, now)).await? {
                     Some(r) => base = r,
-                    None => return Ok(forget()),
+                    None => return Ok(SessionHeaders::default()),
                 }
             } else {
                 base = fresh;
@@ -532,6 +587,10 @@ async fn run_gc(store: &Arc<dyn Store>, config: &Config) -> Result<u64> {
         tokio::task::yield_now().await;
     }
 }
+
+/// How long a rotation alias outlives its grace window, so that late use of the previous ID can
+/// be reported as possible hijacking rather than look like any unknown ID.
+const ALIAS_LINGER: Millis = 15 * 60 * 1000;
 
 pub(crate) fn millis(d: Duration) -> Millis {
     d.as_millis().min(i64::MAX as u128) as Millis

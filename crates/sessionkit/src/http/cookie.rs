@@ -7,6 +7,11 @@
 
 use std::fmt::Write;
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
 use http::header::{AUTHORIZATION, CACHE_CONTROL, COOKIE, SET_COOKIE};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
@@ -74,7 +79,7 @@ pub(crate) fn read_token(manager: &Manager, headers: &HeaderMap) -> (Option<Sess
                     if value.len() >= 2 && value[0] == b'"' && value[value.len() - 1] == b'"' {
                         value = &value[1..value.len() - 1];
                     }
-                    if let Some(id) = SessionId::parse_bytes(value) {
+                    if let Some(id) = decode_token(manager, value) {
                         return (Some(id), true);
                     }
                 }
@@ -82,7 +87,7 @@ pub(crate) fn read_token(manager: &Manager, headers: &HeaderMap) -> (Option<Sess
             (None, seen)
         }
         Transport::Header(name) => match headers.get(name) {
-            Some(v) => (SessionId::parse_bytes(trim(v.as_bytes())), true),
+            Some(v) => (decode_token(manager, trim(v.as_bytes())), true),
             None => (None, false),
         },
         Transport::Bearer { .. } => match headers.get(AUTHORIZATION) {
@@ -92,11 +97,61 @@ pub(crate) fn read_token(manager: &Manager, headers: &HeaderMap) -> (Option<Sess
                     .get(..7)
                     .filter(|p| p.eq_ignore_ascii_case(b"bearer "))
                     .map(|_| trim(&v[7..]));
-                (token.and_then(SessionId::parse_bytes), token.is_some())
+                (
+                    token.and_then(|t| decode_token(manager, t)),
+                    token.is_some(),
+                )
             }
             None => (None, false),
         },
     }
+}
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// The token a client holds: the ID, or `<id>.<mac>` when signing keys are configured.
+pub(crate) fn encode_token(manager: &Manager, id: &SessionId) -> String {
+    let text = id.to_string();
+    match manager.config().signing_keys.first() {
+        None => text,
+        Some(key) => {
+            let mut mac = HmacSha256::new_from_slice(key.bytes()).expect("HMAC takes any key size");
+            mac.update(text.as_bytes());
+            let tag = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+            format!("{text}.{tag}")
+        }
+    }
+}
+
+/// Parses a token strictly; with signing keys, the MAC must verify under one of them (checked
+/// in constant time) before the ID is believed, so forged tokens never reach the store.
+pub(crate) fn decode_token(manager: &Manager, token: &[u8]) -> Option<SessionId> {
+    let keys = &manager.config().signing_keys;
+    if keys.is_empty() {
+        return SessionId::parse_bytes(token);
+    }
+    let tampered = || {
+        tracing::warn!(target: "sessionkit::suspicious", event = "bad_signature",
+            "session token with a missing or invalid signature");
+        None
+    };
+    if token.len() != crate::id::ID_LEN + 1 + 43 || token[crate::id::ID_LEN] != b'.' {
+        return tampered();
+    }
+    let (id_text, tag_text) = (&token[..crate::id::ID_LEN], &token[crate::id::ID_LEN + 1..]);
+    let mut tag = [0u8; 33];
+    let Ok(32) = URL_SAFE_NO_PAD.decode_slice(tag_text, &mut tag) else {
+        return tampered();
+    };
+    let verified = keys.iter().any(|key| {
+        let mut mac = HmacSha256::new_from_slice(key.bytes()).expect("HMAC takes any key size");
+        mac.update(id_text);
+        mac.verify_slice(&tag[..32]).is_ok()
+    });
+    if !verified {
+        return tampered();
+    }
+    SessionId::parse_bytes(id_text)
 }
 
 fn trim(mut s: &[u8]) -> &[u8] {
@@ -111,7 +166,7 @@ fn trim(mut s: &[u8]) -> &[u8] {
 
 /// Headers that hand `id` to the client.
 pub(crate) fn issue(manager: &Manager, id: &SessionId, record: &Record) -> SessionHeaders {
-    let token = id.to_string();
+    let token = encode_token(manager, id);
     let config = manager.config();
     let header = match &config.transport {
         Transport::Cookie => {
@@ -229,6 +284,42 @@ mod tests {
         assert!(line.starts_with("__Host-id=; Path=/; Max-Age=0; Expires="));
         assert!(line.ends_with("; HttpOnly; Secure; SameSite=Lax"));
         assert_eq!(gone.iter().count(), 2);
+    }
+
+    #[test]
+    fn signed_tokens_verify_under_any_configured_key() {
+        let old = crate::SigningKey::generate().unwrap();
+        let new = crate::SigningKey::generate().unwrap();
+        let signer_old = manager(Config {
+            signing_keys: vec![old.clone()],
+            ..Config::default()
+        });
+        let rotated = manager(Config {
+            signing_keys: vec![new.clone(), old],
+            ..Config::default()
+        });
+        let only_new = manager(Config {
+            signing_keys: vec![new],
+            ..Config::default()
+        });
+        let id = SessionId::generate().unwrap();
+        let token = encode_token(&signer_old, &id);
+        assert_eq!(token.len(), 87);
+        assert_eq!(
+            decode_token(&signer_old, token.as_bytes()),
+            Some(id.clone())
+        );
+        assert_eq!(decode_token(&rotated, token.as_bytes()), Some(id.clone()));
+        assert_eq!(decode_token(&only_new, token.as_bytes()), None);
+        // Unsigned, truncated, or altered in either half: rejected.
+        let bytes = token.as_bytes();
+        assert_eq!(decode_token(&signer_old, id.to_string().as_bytes()), None);
+        assert_eq!(decode_token(&signer_old, &bytes[..86]), None);
+        for i in [0, 20, 42, 43, 50, 86] {
+            let mut b = bytes.to_vec();
+            b[i] = if b[i] == b'A' { b'B' } else { b'A' };
+            assert_eq!(decode_token(&signer_old, &b), None, "flip at {i}");
+        }
     }
 
     #[test]
