@@ -15,8 +15,9 @@ use sessionkit::{Config, Manager};
 
 use crate::{demo, duration};
 
-/// The default store of `serve`.
-pub const DEFAULT_STORE: &str = "memory://";
+/// The default store of `serve`: an embedded SQLite file in the working directory, so logins
+/// survive a restart with no server to install.
+pub const DEFAULT_STORE: &str = "sqlite://sessionkit.db";
 
 /// Arguments of `sessionkit serve`.
 #[derive(Args, Debug)]

@@ -53,7 +53,7 @@ fn demo_works_in_headless_chromium() {
         eprintln!("SKIPPED {msg}");
         return;
     }
-    let server = Server::start(&[]);
+    let server = Server::start(&["--store", "memory://"]);
     // localhost, not 127.0.0.1: a secure context, so Chromium keeps the Secure __Host- cookie.
     let base = format!("http://localhost:{}", server.addr.port());
     // SESSIONKIT_SCREENSHOT=e2e/screenshot.png refreshes the committed picture.

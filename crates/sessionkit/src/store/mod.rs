@@ -25,9 +25,17 @@ use crate::error::{Error, Result};
 use crate::id::Key;
 use crate::record::{Millis, Record};
 
+#[cfg(feature = "file")]
+pub mod file;
 pub mod memory;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
 
+#[cfg(feature = "file")]
+pub use file::FileStore;
 pub use memory::MemoryStore;
+#[cfg(feature = "sqlite")]
+pub use sqlite::SqliteStore;
 
 /// One page of [`Store::scan`].
 #[derive(Debug, Default)]
@@ -36,6 +44,22 @@ pub struct Page {
     pub records: Vec<(Key, Record)>,
     /// Cursor for the next page; `None` when the scan is complete.
     pub next: Option<String>,
+}
+
+/// What a full check of a durable store found (`SqliteStore::verify`, `FileStore::verify`).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct IntegrityReport {
+    /// Records that decoded cleanly (live or expired, aliases included).
+    pub records: u64,
+    /// One line per problem: a corrupt record, a failed backend check.
+    pub problems: Vec<String>,
+}
+
+impl IntegrityReport {
+    /// True when nothing is wrong.
+    pub fn is_clean(&self) -> bool {
+        self.problems.is_empty()
+    }
 }
 
 /// A session store. Object safe: the manager holds an `Arc<dyn Store>`.
@@ -102,9 +126,14 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 }
 
 /// The URL schemes [`open`] knows, with the cargo feature each needs.
-pub const SCHEMES: &[(&str, &str)] = &[("memory://", "(always available)")];
+pub const SCHEMES: &[(&str, &str)] = &[
+    ("memory://", "(always available)"),
+    ("sqlite://path.db", "(cargo feature `sqlite`)"),
+    ("file:///dir", "(cargo feature `file`)"),
+];
 
-/// Opens a store by URL, e.g. `memory://`.
+/// Opens a store by URL, e.g. `memory://`, `sqlite://sessions.db` (feature `sqlite`) or
+/// `file:///var/lib/app/sessions` (feature `file`).
 ///
 /// ```
 /// # tokio_test_block_on(async {
@@ -120,6 +149,18 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
     let scheme = url.split_once("://").map(|(s, _)| s).unwrap_or("");
     match scheme {
         "memory" => Ok(Arc::new(MemoryStore::new())),
+        #[cfg(feature = "sqlite")]
+        "sqlite" => Ok(Arc::new(SqliteStore::open(url).await?)),
+        #[cfg(feature = "file")]
+        "file" => Ok(Arc::new(FileStore::open(url).await?)),
+        #[cfg(not(feature = "sqlite"))]
+        "sqlite" => Err(Error::Config(format!(
+            "store URL {url:?} needs the cargo feature `sqlite` of sessionkit"
+        ))),
+        #[cfg(not(feature = "file"))]
+        "file" => Err(Error::Config(format!(
+            "store URL {url:?} needs the cargo feature `file` of sessionkit"
+        ))),
         _ => Err(Error::Config(format!(
             "unknown store URL {url:?}; known schemes: {}",
             SCHEMES
