@@ -18,7 +18,10 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use sessionkit::{Config, Manager, MemoryStore};
 
-async fn handle(manager: Manager, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(
+    manager: Manager,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let session = manager.start(req.headers());
     let visits = session
         .update("visits", |n: Option<u64>| n.unwrap_or(0) + 1)
