@@ -28,6 +28,12 @@ use crate::record::{Millis, Record};
 #[cfg(feature = "file")]
 pub mod file;
 pub mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres;
+#[cfg(feature = "redis")]
+pub mod redis;
+#[cfg(any(feature = "redis", feature = "postgres"))]
+mod url;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 
@@ -130,10 +136,16 @@ pub const SCHEMES: &[(&str, &str)] = &[
     ("memory://", "(always available)"),
     ("sqlite://path.db", "(cargo feature `sqlite`)"),
     ("file:///dir", "(cargo feature `file`)"),
+    ("redis://", "(cargo feature `redis`)"),
+    ("redis+cluster://", "(cargo feature `redis`)"),
+    ("postgres://", "(cargo feature `postgres`)"),
+    ("postgresql://", "(cargo feature `postgres`)"),
 ];
 
-/// Opens a store by URL, e.g. `memory://`, `sqlite://sessions.db` (feature `sqlite`) or
-/// `file:///var/lib/app/sessions` (feature `file`).
+/// Opens a store by URL, e.g. `memory://`, `sqlite://sessions.db` (feature `sqlite`),
+/// `file:///var/lib/app/sessions` (feature `file`), `redis://127.0.0.1:6379`,
+/// `redis+cluster://h1:7001,h2:7002` (feature `redis`) or `postgres://user@host/db` (feature
+/// `postgres`).
 ///
 /// ```
 /// # tokio_test_block_on(async {
@@ -149,6 +161,18 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
     let scheme = url.split_once("://").map(|(s, _)| s).unwrap_or("");
     match scheme {
         "memory" => Ok(Arc::new(MemoryStore::new())),
+        #[cfg(feature = "redis")]
+        "redis" | "redis+cluster" => Ok(Arc::new(redis::RedisStore::open(url).await?)),
+        #[cfg(feature = "postgres")]
+        "postgres" | "postgresql" => Ok(Arc::new(postgres::PostgresStore::open(url).await?)),
+        #[cfg(not(feature = "redis"))]
+        "redis" | "redis+cluster" => Err(Error::Config(format!(
+            "store URL {url:?} needs the cargo feature `redis` of sessionkit"
+        ))),
+        #[cfg(not(feature = "postgres"))]
+        "postgres" | "postgresql" => Err(Error::Config(format!(
+            "store URL {url:?} needs the cargo feature `postgres` of sessionkit"
+        ))),
         #[cfg(feature = "sqlite")]
         "sqlite" => Ok(Arc::new(SqliteStore::open(url).await?)),
         #[cfg(feature = "file")]
