@@ -102,7 +102,15 @@ fn not_in_build(msg: &str) -> bool {
 /// A Redis URL with a key prefix of its own: a private store on the shared server (its keys
 /// carry TTLs, so what a run leaves behind disappears).
 fn private_redis_url() -> String {
-    format!("redis://127.0.0.1:6379/0?prefix=skadm-{}:", unique())
+    let base = std::env::var("SESSIONKIT_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379/0".to_owned());
+    with_param(&base, &format!("prefix=skadm-{}:", unique()))
+}
+
+/// `url` with one more query parameter.
+fn with_param(url: &str, param: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}{param}")
 }
 
 /// Every durable store of this build (fresh, private ones for embedded stores).
@@ -125,12 +133,25 @@ async fn durable_targets() -> Vec<(Target, Arc<dyn Store>)> {
             (private_redis_url(), false, None),
             // One fixed table (tests share it under SHARED): no table per run left behind.
             (
-                "postgres://postgres@127.0.0.1:5432/test?table=sessionkit_admin_test".to_owned(),
+                with_param(
+                    &std::env::var("SESSIONKIT_POSTGRES_URL")
+                        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned()),
+                    "table=sessionkit_admin_test",
+                ),
                 true,
                 None,
             ),
         ]
     };
+    // Redis Cluster only where one is set up (scripts/redis-cluster.sh prints its URL).
+    let mut candidates = candidates;
+    if let Ok(cluster) = std::env::var("SESSIONKIT_REDIS_CLUSTER") {
+        candidates.push((
+            with_param(&cluster, &format!("prefix=skadm-{}:", unique())),
+            false,
+            None,
+        ));
+    }
     for (url, shared, dir) in candidates {
         if let Some(store) = try_open(&url).await {
             out.push((

@@ -32,10 +32,10 @@ pub mod memory;
 pub mod postgres;
 #[cfg(feature = "redis")]
 pub mod redis;
-#[cfg(any(feature = "redis", feature = "postgres"))]
-mod url;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
+#[cfg(any(feature = "redis", feature = "postgres"))]
+mod url;
 
 #[cfg(feature = "file")]
 pub use file::FileStore;
