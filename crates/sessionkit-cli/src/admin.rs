@@ -105,8 +105,13 @@ pub async fn open_store(url: &str) -> AdminResult<Arc<dyn Store>> {
                 "store {shown} did not answer within {CALL_TIMEOUT:?}"
             )))
         }
-        Ok(Err(Error::Config(msg))) => {
+        // Configuration errors that are about the URL (syntax, parameters, scheme) are the
+        // caller's; the others (a foreign database, a newer schema) are about the store.
+        Ok(Err(Error::Config(msg))) if msg.contains("URL") => {
             return Err(Failure::usage(format!("bad store URL {shown}: {msg}")))
+        }
+        Ok(Err(Error::Config(msg))) => {
+            return Err(Failure::runtime(format!("cannot use store {shown}: {msg}")))
         }
         Ok(Err(e)) => return Err(Failure::runtime(format!("cannot open store {shown}: {e}"))),
         Ok(Ok(s)) => s,

@@ -331,6 +331,17 @@ fn errors_have_clear_messages_and_exit_codes() {
     let o = sk(&["stats", "--store", "nosuch://x"]);
     assert!(stderr(&o).contains("bad store URL"), "{}", stderr(&o));
     assert!(stderr(&o).contains("memory://"), "names the known schemes");
+    // A file that is not a sessionkit database (wrong schema): a store error, exit 1.
+    let dir = tempfile::tempdir().unwrap();
+    let foreign = dir.path().join("foreign.db");
+    std::fs::write(&foreign, b"not a database at all, just some text").unwrap();
+    let o = sk(&[
+        "stats",
+        "--store",
+        &format!("sqlite://{}", foreign.display()),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("not a sessionkit"), "{}", stderr(&o));
     // Runtime errors: exit 1 (nothing listens on port 1).
     let o = sk(&["bench", "--url", "http://127.0.0.1:1", "--requests", "1"]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
