@@ -305,3 +305,57 @@ async fn stalled_redis_times_out_then_recovers() {
         }
     }
 }
+
+/// Total commands the server has processed (INFO counts itself after answering).
+async fn commands_processed(url: &str) -> u64 {
+    let client = redis::Client::open(url).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("stats")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("total_commands_processed:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// On a private server nothing else talks: a read costs exactly one command (one round trip),
+/// and an unchanged session with a fresh touch costs no write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_is_one_command() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let store = Arc::new(
+        RedisStore::open_with(&server.url(), options())
+            .await
+            .unwrap(),
+    );
+    let k = new_key();
+    store.create(&k, &record(60_000)).await.unwrap();
+    let before = commands_processed(&server.url()).await;
+    for _ in 0..10 {
+        assert!(store.load(&k, now_millis()).await.unwrap().is_some());
+    }
+    let after = commands_processed(&server.url()).await;
+    // 10 loads + the first INFO (counted once it has answered).
+    assert_eq!(after - before, 11);
+    // Through the manager: a read-only request on a recently touched session is one command.
+    let m = manager(store.clone());
+    let (_, cookie) = count(&m, None).await.unwrap();
+    let cookie = cookie.unwrap();
+    let before = commands_processed(&server.url()).await;
+    let s = m.start(&headers(Some(&cookie)));
+    assert_eq!(s.get::<u64>("count").await.unwrap(), Some(1));
+    m.finish(&s).await.unwrap();
+    let after = commands_processed(&server.url()).await;
+    assert_eq!(
+        after - before,
+        2,
+        "a read-only request cost more than one command"
+    );
+}

@@ -43,9 +43,11 @@
 //!
 //! # Costs
 //!
-//! `load` is one round trip (`HMGET`). `create`/`save`/`rotate` of a signed-in session add one
-//! round trip for the write-ahead user index entry; `touch`/`destroy` never touch the index
-//! except `destroy` of a signed-in session (one `ZREM`).
+//! `load` is one round trip (`HMGET`); `create`, `save`, `touch`, `destroy` one script call each.
+//! A signed-in session adds one round trip to `create`/`save`/`rotate` (the write-ahead user index
+//! entry) and to `destroy` (one `ZREM`); `touch` never touches the index, its score being the
+//! absolute deadline. `len` and `gc` query the 256 buckets concurrently (the multiplexed
+//! connections pipeline them: about one round trip per server); `scan` reads bucket by bucket.
 
 use std::fmt;
 use std::time::Duration;
