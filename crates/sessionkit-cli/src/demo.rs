@@ -302,7 +302,7 @@ async fn devices_page(State(manager): State<Manager>, session: Session) -> Respo
 }
 
 /// `YYYY-MM-DD HH:MM:SS UTC` from Unix milliseconds (civil-from-days, no date crate needed).
-fn fmt_time(ms: i64) -> String {
+pub fn fmt_time(ms: i64) -> String {
     let secs = ms.div_euclid(1000);
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let z = days + 719_468;

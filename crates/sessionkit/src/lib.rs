@@ -40,6 +40,7 @@ mod error;
 pub mod http;
 mod id;
 mod manager;
+pub mod metrics;
 mod record;
 mod session;
 pub mod store;

@@ -10,11 +10,13 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use http::HeaderMap;
+use tracing::Instrument;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::http::cookie::{self, SessionHeaders};
 use crate::id::{Key, SessionId};
+use crate::metrics;
 use crate::record::{now_millis, Millis, Record};
 use crate::session::{Current, Inner, Session, State};
 use crate::store::Store;
@@ -84,6 +86,7 @@ impl Manager {
     /// A manager over `store` with `config` (validated).
     pub fn new(store: Arc<dyn Store>, config: Config) -> Result<Self> {
         config.validate()?;
+        metrics::describe();
         let cookie_name = config.cookie_name();
         Ok(Self {
             inner: Arc::new(ManagerInner {
@@ -136,14 +139,17 @@ impl Manager {
         fut: impl Future<Output = Result<T>>,
     ) -> Result<T> {
         let after = self.inner.config.store_timeout;
-        match tokio::time::timeout(after, fut).await {
+        let store = self.inner.store.kind();
+        let span = tracing::debug_span!("store_call", store, op);
+        let started = std::time::Instant::now();
+        let result = match tokio::time::timeout(after, fut).instrument(span).await {
             Ok(r) => r,
-            Err(_) => Err(Error::Timeout {
-                store: self.inner.store.kind(),
-                op,
-                after,
-            }),
-        }
+            Err(_) => Err(Error::Timeout { store, op, after }),
+        };
+        // Conflict and Exists are answers, not failures.
+        let ok = matches!(result, Ok(_) | Err(Error::Conflict) | Err(Error::Exists));
+        metrics::store_call(store, op, started.elapsed(), ok);
+        result
     }
 
     /// True if `record` is still valid under this manager's timeouts at `now` (the store only
@@ -240,6 +246,7 @@ impl Manager {
         if !self.is_live(&record, now) {
             return Ok(());
         }
+        metrics::loaded();
         st.view = record.clone();
         st.current = Some(Current {
             id: id.clone(),
@@ -288,7 +295,10 @@ impl Manager {
             for _ in 0..4 {
                 let id = SessionId::generate()?;
                 match self.call("create", store.create(&id.key(), &record)).await {
-                    Ok(()) => return Ok(cookie::issue(self, &id, &record)),
+                    Ok(()) => {
+                        metrics::created();
+                        return Ok(cookie::issue(self, &id, &record));
+                    }
                     // 2^-256 odds; try another ID rather than fail.
                     Err(Error::Exists) => continue,
                     Err(e) => return Err(e),
@@ -305,7 +315,9 @@ impl Manager {
             return Ok(SessionHeaders::default());
         }
         if st.destroy {
-            self.call("destroy", store.destroy(&current.key)).await?;
+            if self.call("destroy", store.destroy(&current.key)).await? {
+                metrics::destroyed(1);
+            }
             return Ok(forget());
         }
 
@@ -363,9 +375,15 @@ impl Manager {
                     .map(|()| None)
             };
             match outcome {
-                Ok(Some(id)) => return Ok(cookie::issue(self, &id, &record)),
-                Ok(None) => return Ok(SessionHeaders::default()),
-                Err(Error::Conflict) | Err(Error::Exists) => {}
+                Ok(Some(id)) => {
+                    metrics::rotated();
+                    return Ok(cookie::issue(self, &id, &record));
+                }
+                Ok(None) => {
+                    metrics::saved();
+                    return Ok(SessionHeaders::default());
+                }
+                Err(Error::Conflict) | Err(Error::Exists) => metrics::conflict_retried(),
                 Err(e) => return Err(e),
             }
             // Lost the race: reload and replay on what the winner wrote.
@@ -435,6 +453,16 @@ impl Manager {
                     Ok(n) => tracing::debug!(removed = n, "session gc pass"),
                     Err(e) => tracing::warn!(error = %e, "session gc pass failed; will retry"),
                 }
+                if metrics::ENABLED {
+                    if let Ok(Ok(n)) = tokio::time::timeout(
+                        inner.config.store_timeout,
+                        inner.store.len(now_millis()),
+                    )
+                    .await
+                    {
+                        metrics::live(n);
+                    }
+                }
             }
         });
         *gc = Some(GcTask { stop, handle });
@@ -492,7 +520,11 @@ impl Manager {
             .await?;
         for (key, _) in list {
             if key.short() == handle {
-                return self.call("destroy", self.inner.store.destroy(&key)).await;
+                let ended = self.call("destroy", self.inner.store.destroy(&key)).await?;
+                if ended {
+                    metrics::destroyed(1);
+                }
+                return Ok(ended);
             }
         }
         Ok(false)
@@ -500,8 +532,11 @@ impl Manager {
 
     /// Ends every session of `user` ("log out everywhere"); returns how many.
     pub async fn revoke_all(&self, user: &str) -> Result<u64> {
-        self.call("destroy_user", self.inner.store.destroy_user(user))
-            .await
+        let n = self
+            .call("destroy_user", self.inner.store.destroy_user(user))
+            .await?;
+        metrics::destroyed(n);
+        Ok(n)
     }
 
     /// Ends every session of `user` except `keep` (the asking request's); returns how many.
@@ -517,6 +552,7 @@ impl Manager {
                 n += 1;
             }
         }
+        metrics::destroyed(n);
         Ok(n)
     }
 
@@ -535,9 +571,21 @@ async fn run_gc(store: &Arc<dyn Store>, config: &Config) -> Result<u64> {
     let now = now_millis();
     let mut total = 0u64;
     loop {
-        let n = match tokio::time::timeout(config.store_timeout, store.gc(now, config.gc_batch))
-            .await
-        {
+        let started = std::time::Instant::now();
+        let result = tokio::time::timeout(config.store_timeout, store.gc(now, config.gc_batch))
+            .instrument(tracing::debug_span!(
+                "store_call",
+                store = store.kind(),
+                op = "gc"
+            ))
+            .await;
+        metrics::store_call(
+            store.kind(),
+            "gc",
+            started.elapsed(),
+            matches!(result, Ok(Ok(_))),
+        );
+        let n = match result {
             Ok(r) => r?,
             Err(_) => {
                 return Err(Error::Timeout {
@@ -548,6 +596,7 @@ async fn run_gc(store: &Arc<dyn Store>, config: &Config) -> Result<u64> {
             }
         };
         total += n as u64;
+        metrics::gc_removed(n as u64);
         if n < config.gc_batch {
             return Ok(total);
         }

@@ -366,6 +366,15 @@ impl Store for MemoryStore {
         Ok(n)
     }
 
+    async fn expired_awaiting_gc(&self, now: Millis) -> Result<Option<u64>> {
+        let mut n = 0u64;
+        for shard in self.shards.iter() {
+            let s = shard.read().unwrap_or_else(|e| e.into_inner());
+            n += s.expiry.range(..(now + 1, Key([0; 32]))).count() as u64;
+        }
+        Ok(Some(n))
+    }
+
     async fn scan(&self, cursor: Option<&str>, limit: usize, now: Millis) -> Result<Page> {
         let after = match cursor {
             None => None,

@@ -122,6 +122,13 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// Checks that the backend answers.
     async fn ping(&self) -> Result<()>;
+
+    /// How many records have expired at `now` but are still stored (awaiting GC), if the
+    /// backend can tell cheaply; `None` (the default) when it cannot. Used by admin tools only.
+    async fn expired_awaiting_gc(&self, now: Millis) -> Result<Option<u64>> {
+        let _ = now;
+        Ok(None)
+    }
 }
 
 /// The URL schemes [`open`] knows, with the cargo feature each needs.

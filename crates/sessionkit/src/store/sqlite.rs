@@ -716,6 +716,19 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn expired_awaiting_gc(&self, now: Millis) -> Result<Option<u64>> {
+        // Admin tools only; the expires_at index that GC uses answers it.
+        self.with("expired_awaiting_gc", move |conn| {
+            let n: i64 = conn
+                .prepare_cached("SELECT count(*) FROM sessions WHERE expires_at <= ?1")
+                .map_err(db("expired_awaiting_gc"))?
+                .query_row(params![now], |r| r.get(0))
+                .map_err(db("expired_awaiting_gc"))?;
+            Ok(Some(n as u64))
+        })
+        .await
+    }
+
     async fn scan(&self, cursor: Option<&str>, limit: usize, now: Millis) -> Result<Page> {
         let after = match cursor {
             None => Vec::new(),
