@@ -110,7 +110,6 @@ fn options() -> RedisOptions {
 
 fn manager(store: Arc<dyn Store>) -> Manager {
     let mut config = Config::default();
-    config.cookie.secure = false;
     config.store_timeout = Duration::from_millis(1500);
     Manager::new(store, config).unwrap()
 }
