@@ -51,6 +51,12 @@ async fn csrf(session: Session, req: Request, next: Next) -> Response {
             resp.headers_mut().insert("x-csrf-token", v);
         }
     }
+    // Tells clients (and tests) that this request used a previous ID inside its rotation grace
+    // window: it was answered, but nothing it changed was kept.
+    if session.is_read_only().await.unwrap_or(false) {
+        resp.headers_mut()
+            .insert("x-session-read-only", HeaderValue::from_static("1"));
+    }
     resp
 }
 
@@ -296,7 +302,7 @@ async fn devices_page(State(manager): State<Manager>, session: Session) -> Respo
 }
 
 /// `YYYY-MM-DD HH:MM:SS UTC` from Unix milliseconds (civil-from-days, no date crate needed).
-fn fmt_time(ms: i64) -> String {
+pub fn fmt_time(ms: i64) -> String {
     let secs = ms.div_euclid(1000);
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let z = days + 719_468;

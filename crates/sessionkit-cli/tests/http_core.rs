@@ -8,8 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use sessionkit::{Key, Millis, Page, Record, Result, SessionId, Store};
+use sessionkit::SessionId;
 use support::*;
 
 #[tokio::test]
@@ -395,87 +394,9 @@ async fn every_response_carries_a_csrf_token_and_health_is_ok() {
     assert!(!h.csrf().is_empty());
 }
 
-/// A real MemoryStore behind a switch that makes every call fail, as a dead backend would.
-#[derive(Debug)]
-struct Switchable {
-    inner: sessionkit::MemoryStore,
-    down: AtomicBool,
-}
-
-impl Switchable {
-    fn check(&self) -> Result<()> {
-        if self.down.load(Ordering::SeqCst) {
-            Err(sessionkit::Error::backend(
-                "switchable",
-                "call",
-                "backend is down",
-            ))
-        } else {
-            Ok(())
-        }
-    }
-}
-
-#[async_trait]
-impl Store for Switchable {
-    fn kind(&self) -> &'static str {
-        "switchable"
-    }
-    async fn load(&self, key: &Key, now: Millis) -> Result<Option<Record>> {
-        self.check()?;
-        self.inner.load(key, now).await
-    }
-    async fn create(&self, key: &Key, record: &Record) -> Result<()> {
-        self.check()?;
-        self.inner.create(key, record).await
-    }
-    async fn save(&self, key: &Key, record: &Record, v: u64) -> Result<()> {
-        self.check()?;
-        self.inner.save(key, record, v).await
-    }
-    async fn touch(&self, key: &Key, at: Millis, exp: Millis) -> Result<bool> {
-        self.check()?;
-        self.inner.touch(key, at, exp).await
-    }
-    async fn rotate(&self, o: &Key, v: u64, n: &Key, r: &Record, g: Option<Millis>) -> Result<()> {
-        self.check()?;
-        self.inner.rotate(o, v, n, r, g).await
-    }
-    async fn destroy(&self, key: &Key) -> Result<bool> {
-        self.check()?;
-        self.inner.destroy(key).await
-    }
-    async fn gc(&self, now: Millis, limit: usize) -> Result<usize> {
-        self.check()?;
-        self.inner.gc(now, limit).await
-    }
-    async fn len(&self, now: Millis) -> Result<u64> {
-        self.check()?;
-        self.inner.len(now).await
-    }
-    async fn scan(&self, c: Option<&str>, limit: usize, now: Millis) -> Result<Page> {
-        self.check()?;
-        self.inner.scan(c, limit, now).await
-    }
-    async fn sessions_of(&self, user: &str, now: Millis) -> Result<Vec<(Key, Record)>> {
-        self.check()?;
-        self.inner.sessions_of(user, now).await
-    }
-    async fn destroy_user(&self, user: &str) -> Result<u64> {
-        self.check()?;
-        self.inner.destroy_user(user).await
-    }
-    async fn ping(&self) -> Result<()> {
-        self.check()
-    }
-}
-
 #[tokio::test]
 async fn a_failing_store_gives_503_without_cookies_then_recovers() {
-    let store = Arc::new(Switchable {
-        inner: sessionkit::MemoryStore::new(),
-        down: AtomicBool::new(false),
-    });
+    let store = Arc::new(Switchable::default());
     let app = App::start(store.clone(), demo_config()).await;
     let (cookie, _) = new_session(app.addr).await;
     store.down.store(true, Ordering::SeqCst);

@@ -34,12 +34,59 @@ pub enum Transport {
     },
 }
 
+/// A secret key for signed tokens (at least 32 bytes). Its `Debug` output is redacted.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SigningKey(Vec<u8>);
+
+impl SigningKey {
+    /// Wraps secret bytes; fails if shorter than 32 bytes.
+    pub fn new(bytes: impl Into<Vec<u8>>) -> Result<Self> {
+        let bytes = bytes.into();
+        if bytes.len() < 32 {
+            return Err(Error::Config(format!(
+                "signing keys need at least 32 bytes, got {}",
+                bytes.len()
+            )));
+        }
+        Ok(Self(bytes))
+    }
+
+    /// A fresh random key from the OS CSPRNG.
+    pub fn generate() -> Result<Self> {
+        let mut bytes = vec![0u8; 32];
+        crate::id::fill_random(&mut bytes)?;
+        Ok(Self(bytes))
+    }
+
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SigningKey(<redacted>)")
+    }
+}
+
+/// What happens when a user signs in beyond [`Config::max_sessions_per_user`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum UserLimitPolicy {
+    /// End the user's least recently used sessions to make room (default).
+    #[default]
+    EvictOldest,
+    /// Refuse the new sign-in with [`Error::TooManySessions`].
+    Refuse,
+}
+
 /// Cookie attributes. `HttpOnly` is always set: scripts never need the session token.
 #[derive(Clone, Debug)]
 pub struct CookieConfig {
     /// Cookie name without prefix (default `id`).
     pub name: String,
-    /// Prefix the name with `__Host-` (requires `secure`, `path = "/"` and no `domain`).
+    /// Prefix the name with `__Host-` (default on; requires `secure`, `path = "/"` and no
+    /// `domain`): the browser then refuses the cookie from sibling subdomains and over plain
+    /// HTTP (OWASP ASVS 3.4.4).
     pub host_prefix: bool,
     /// `Secure` attribute (default on).
     pub secure: bool,
@@ -58,7 +105,7 @@ impl Default for CookieConfig {
     fn default() -> Self {
         Self {
             name: "id".into(),
-            host_prefix: false,
+            host_prefix: true,
             secure: true,
             same_site: SameSite::Lax,
             path: "/".into(),
@@ -101,6 +148,14 @@ pub struct Config {
     pub gc_batch: usize,
     /// How often a save that lost a compare-and-set is reloaded and replayed (default 32).
     pub max_retries: u32,
+    /// Sign tokens with HMAC-SHA256 (`<id>.<mac>`): forged tokens are rejected without a store
+    /// lookup. The first key signs; every key verifies, so keys can be rotated without logging
+    /// anyone out. Empty (default): unsigned tokens.
+    pub signing_keys: Vec<SigningKey>,
+    /// At most this many live sessions per signed-in user (default: no limit).
+    pub max_sessions_per_user: Option<usize>,
+    /// What to do when a sign-in would exceed `max_sessions_per_user`.
+    pub user_limit_policy: UserLimitPolicy,
 }
 
 impl Default for Config {
@@ -118,6 +173,9 @@ impl Default for Config {
             gc_interval: Duration::from_secs(60),
             gc_batch: 1000,
             max_retries: 32,
+            signing_keys: Vec::new(),
+            max_sessions_per_user: None,
+            user_limit_policy: UserLimitPolicy::EvictOldest,
         }
     }
 }
@@ -162,6 +220,9 @@ impl Config {
         }
         if self.idle_timeout.is_zero() || self.absolute_timeout.is_zero() {
             return bad("timeouts must be positive");
+        }
+        if self.max_sessions_per_user == Some(0) {
+            return bad("max_sessions_per_user must be at least 1");
         }
         if self.store_timeout.is_zero() || self.gc_interval.is_zero() || self.gc_batch == 0 {
             return bad("store timeout, GC interval and GC batch must be positive");

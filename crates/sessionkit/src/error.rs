@@ -62,6 +62,14 @@ pub enum Error {
     /// Conflicting writers kept winning; the request's changes were not saved.
     #[error("gave up saving the session after {0} conflicting attempts")]
     Contention(u32),
+    /// A sign-in would exceed the per-user session limit (policy `Refuse`).
+    #[error("user {user:?} already has the maximum of {limit} sessions")]
+    TooManySessions {
+        /// The user.
+        user: String,
+        /// The configured limit.
+        limit: usize,
+    },
     /// Bad configuration or store URL.
     #[error("{0}")]
     Config(String),

@@ -33,17 +33,23 @@
 //! concurrent requests merge; idle and absolute timeouts are enforced server side.
 
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod config;
 mod error;
 pub mod http;
 mod id;
 mod manager;
+pub mod metrics;
 mod record;
 mod session;
 pub mod store;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 
-pub use config::{default_touch_interval, Config, CookieConfig, SameSite, Transport};
+pub use config::{
+    default_touch_interval, Config, CookieConfig, SameSite, SigningKey, Transport, UserLimitPolicy,
+};
 pub use error::{BoxError, Error, Result};
 pub use http::{SessionHeaders, SessionLayer, SessionService};
 pub use id::{Key, SessionId, ID_LEN};

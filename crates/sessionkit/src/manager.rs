@@ -10,11 +10,13 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use http::HeaderMap;
+use tracing::Instrument;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::http::cookie::{self, SessionHeaders};
 use crate::id::{Key, SessionId};
+use crate::metrics;
 use crate::record::{now_millis, Millis, Record};
 use crate::session::{Current, Inner, Session, State};
 use crate::store::Store;
@@ -39,7 +41,13 @@ struct ManagerInner {
     config: Config,
     cookie_name: String,
     gc: Mutex<Option<GcTask>>,
+    /// Writers to one session in this process take turns (see `finish`).
+    write_turns: Box<[tokio::sync::Mutex<()>]>,
 }
+
+/// Number of write-turn stripes; sessions share a stripe by key, so this bounds memory, not
+/// the number of sessions.
+const WRITE_TURNS: usize = 256;
 
 struct GcTask {
     stop: tokio::sync::watch::Sender<bool>,
@@ -78,6 +86,7 @@ impl Manager {
     /// A manager over `store` with `config` (validated).
     pub fn new(store: Arc<dyn Store>, config: Config) -> Result<Self> {
         config.validate()?;
+        metrics::describe();
         let cookie_name = config.cookie_name();
         Ok(Self {
             inner: Arc::new(ManagerInner {
@@ -85,6 +94,9 @@ impl Manager {
                 config,
                 cookie_name,
                 gc: Mutex::new(None),
+                write_turns: (0..WRITE_TURNS)
+                    .map(|_| tokio::sync::Mutex::new(()))
+                    .collect(),
             }),
         })
     }
@@ -127,35 +139,66 @@ impl Manager {
         fut: impl Future<Output = Result<T>>,
     ) -> Result<T> {
         let after = self.inner.config.store_timeout;
-        // Many calls (the memory store, cached answers) complete on their first poll: answer
-        // those without setting up a timer, which costs a clock read and a runtime lookup.
-        let mut fut = std::pin::pin!(fut);
-        let first = std::future::poll_fn(|cx| match fut.as_mut().poll(cx) {
-            std::task::Poll::Ready(r) => std::task::Poll::Ready(Some(r)),
-            std::task::Poll::Pending => std::task::Poll::Ready(None),
-        })
-        .await;
-        if let Some(r) = first {
-            return r;
-        }
-        match tokio::time::timeout(after, fut).await {
+        let store = self.inner.store.kind();
+        let span = tracing::debug_span!("store_call", store, op);
+        let started = std::time::Instant::now();
+        let result = match tokio::time::timeout(after, fut).instrument(span).await {
             Ok(r) => r,
-            Err(_) => Err(Error::Timeout {
-                store: self.inner.store.kind(),
-                op,
-                after,
-            }),
-        }
+            Err(_) => Err(Error::Timeout { store, op, after }),
+        };
+        // Conflict and Exists are answers, not failures.
+        let ok = matches!(result, Ok(_) | Err(Error::Conflict) | Err(Error::Exists));
+        metrics::store_call(store, op, started.elapsed(), ok);
+        result
     }
 
     /// True if `record` is still valid under this manager's timeouts at `now` (the store only
     /// knows the deadline written at save time; a shortened timeout applies at once).
     fn is_live(&self, record: &Record, now: Millis) -> bool {
         let c = &self.inner.config;
+        // Re-authentication restarts the absolute timeout, so it counts from the later of
+        // creation and the last sign-in.
+        let auth_at = record
+            .extra
+            .as_ref()
+            .and_then(|e| e.auth.as_ref())
+            .map(|a| a.at);
+        let start = record.created.max(auth_at.unwrap_or(i64::MIN));
         !record.is_expired(now)
             && record.absolute_expires_at > now
-            && record.created.saturating_add(millis(c.absolute_timeout)) > now
+            && start.saturating_add(millis(c.absolute_timeout)) > now
             && record.last_access.saturating_add(millis(c.idle_timeout)) > now
+    }
+
+    /// Enforces `max_sessions_per_user` before `user` signs in on the session `mine`.
+    pub(crate) async fn make_room_for(&self, user: &str, mine: Option<&Key>) -> Result<()> {
+        let c = &self.inner.config;
+        let Some(limit) = c.max_sessions_per_user else {
+            return Ok(());
+        };
+        let now = now_millis();
+        let store = &self.inner.store;
+        let mut others: Vec<(Key, Record)> = self
+            .call("sessions_of", store.sessions_of(user, now))
+            .await?
+            .into_iter()
+            .filter(|(k, r)| Some(k) != mine && self.is_live(r, now))
+            .collect();
+        if others.len() < limit {
+            return Ok(());
+        }
+        if c.user_limit_policy == crate::config::UserLimitPolicy::Refuse {
+            return Err(Error::TooManySessions {
+                user: user.to_owned(),
+                limit,
+            });
+        }
+        others.sort_by_key(|(_, r)| r.last_access);
+        let excess = others.len() + 1 - limit;
+        for (key, _) in others.into_iter().take(excess) {
+            self.call("destroy", store.destroy(&key)).await?;
+        }
+        Ok(())
     }
 
     /// Loads the stored session of a request into its state (called once, lazily).
@@ -167,12 +210,23 @@ impl Manager {
         let store = &self.inner.store;
         let key = id.key();
         let Some(record) = self.call("load", store.load(&key, now)).await? else {
-            tracing::debug!(target: "sessionkit::suspicious", key = %key.short(), "unknown or expired session id");
+            tracing::info!(target: "sessionkit::suspicious", event = "unknown_id", key = %key.short(),
+                "unknown or expired session id");
             return Ok(());
         };
         if let Some(next) = record.successor().copied() {
-            // A rotation alias: the request was in flight when the ID changed. It may read the
-            // session's new home, never write to it.
+            // A rotation alias: the request was in flight when the ID changed. Inside the grace
+            // window it may read the session's new home, never write to it; after it, the alias
+            // lingers only so that late use can be reported.
+            if now
+                >= record
+                    .created
+                    .saturating_add(millis(self.inner.config.rotation_grace))
+            {
+                tracing::warn!(target: "sessionkit::suspicious", event = "grace_expired",
+                    key = %key.short(), "previous session id used after its grace window: possible hijacking");
+                return Ok(());
+            }
             let Some(target) = self.call("load", store.load(&next, now)).await? else {
                 return Ok(());
             };
@@ -192,6 +246,7 @@ impl Manager {
         if !self.is_live(&record, now) {
             return Ok(());
         }
+        metrics::loaded();
         st.view = record.clone();
         st.current = Some(Current {
             id: id.clone(),
@@ -240,7 +295,10 @@ impl Manager {
             for _ in 0..4 {
                 let id = SessionId::generate()?;
                 match self.call("create", store.create(&id.key(), &record)).await {
-                    Ok(()) => return Ok(cookie::issue(self, &id, &record)),
+                    Ok(()) => {
+                        metrics::created();
+                        return Ok(cookie::issue(self, &id, &record));
+                    }
                     // 2^-256 odds; try another ID rather than fail.
                     Err(Error::Exists) => continue,
                     Err(e) => return Err(e),
@@ -251,13 +309,15 @@ impl Manager {
 
         if current.read_only {
             if !st.ops.is_empty() || st.cycle || st.destroy {
-                tracing::warn!(target: "sessionkit::suspicious", key = %current.key.short(),
-                    "write through a previous (grace window) id ignored");
+                tracing::warn!(target: "sessionkit::suspicious", event = "grace_write",
+                    key = %current.key.short(), "write through a previous (grace window) id ignored");
             }
             return Ok(SessionHeaders::default());
         }
         if st.destroy {
-            self.call("destroy", store.destroy(&current.key)).await?;
+            if self.call("destroy", store.destroy(&current.key)).await? {
+                metrics::destroyed(1);
+            }
             return Ok(forget());
         }
 
@@ -277,12 +337,19 @@ impl Manager {
             return Ok(SessionHeaders::default());
         }
 
-        let rotate = st.cycle || periodic;
+        let mut rotate = st.cycle || periodic;
         // A periodic rotation leaves the old ID readable for a grace window; a privilege change
         // (cycle_id, set_user) kills it at once.
-        let grace = (periodic && !st.cycle).then(|| now.saturating_add(millis(c.rotation_grace)));
+        let mut grace = (periodic && !st.cycle).then(|| {
+            now.saturating_add(millis(c.rotation_grace))
+                .saturating_add(ALIAS_LINGER)
+        });
         let mut key = current.key;
         let mut base = current.base;
+        // Writers to the same session in this process queue here, so compare-and-set conflicts
+        // come only from other processes. Without it, on a store with real round trips, a
+        // loser backing off keeps losing to fresh requests that never wait (starvation).
+        let _turn = self.inner.write_turns[key.0[1] as usize].lock().await;
         for attempt in 0..c.max_retries {
             // The request's view is `base` with its operations already applied (each was applied
             // as it was recorded), so the first attempt saves it as is instead of cloning the
@@ -322,36 +389,48 @@ impl Manager {
             };
             st.view = record;
             match outcome {
-                Ok(Some(_)) => return Ok(issued.unwrap_or_default()),
-                Ok(None) => return Ok(SessionHeaders::default()),
-                Err(Error::Conflict) | Err(Error::Exists) => {}
+                Ok(Some(_)) => {
+                    metrics::rotated();
+                    return Ok(issued.unwrap_or_default());
+                }
+                Ok(None) => {
+                    metrics::saved();
+                    return Ok(SessionHeaders::default());
+                }
+                Err(Error::Conflict) | Err(Error::Exists) => metrics::conflict_retried(),
                 Err(e) => return Err(e),
             }
             // Lost the race: reload and replay on what the winner wrote.
             let Some(fresh) = self.call("load", store.load(&key, now)).await? else {
-                // Destroyed (logout) or expired meanwhile: never bring it back.
-                return Ok(forget());
+                // Destroyed (logout) or rotated away by a privilege change meanwhile: never bring
+                // it back, and send no cookie either: a removal here could arrive after the
+                // login response and wipe the browser's new session.
+                return Ok(SessionHeaders::default());
             };
             if let Some(next) = fresh.successor().copied() {
                 // Rotated by a concurrent request while this one was in flight: follow the
-                // session to its new key, keep the client's (grace window) token.
-                if rotate {
-                    return Ok(SessionHeaders::default());
-                }
+                // session to its new key so these writes are not lost. A periodic rotation is
+                // already done (the winner's); a privilege change still rotates the new key.
+                rotate = st.cycle;
+                grace = None;
                 key = next;
                 match self.call("load", store.load(&key, now)).await? {
                     Some(r) => base = r,
-                    None => return Ok(forget()),
+                    None => return Ok(SessionHeaders::default()),
                 }
             } else {
                 base = fresh;
             }
-            if attempt >= 2 {
-                // Many writers on one session: step aside briefly so they do not all retry in
-                // lockstep.
-                tokio::time::sleep(Duration::from_micros(50 << attempt.min(8))).await;
-            } else {
+            if attempt == 0 {
                 tokio::task::yield_now().await;
+            } else {
+                // Many writers on one session: back off for a random share of a growing window
+                // (randomised, or the losers would all retry in lockstep and lose again).
+                let window = 100u64 << attempt.min(9);
+                let mut r = [0u8; 8];
+                let _ = crate::id::fill_random(&mut r);
+                let pause = u64::from_le_bytes(r) % window;
+                tokio::time::sleep(Duration::from_micros(pause)).await;
             }
         }
         Err(Error::Contention(c.max_retries))
@@ -387,6 +466,16 @@ impl Manager {
                     Ok(0) => {}
                     Ok(n) => tracing::debug!(removed = n, "session gc pass"),
                     Err(e) => tracing::warn!(error = %e, "session gc pass failed; will retry"),
+                }
+                if metrics::ENABLED {
+                    if let Ok(Ok(n)) = tokio::time::timeout(
+                        inner.config.store_timeout,
+                        inner.store.len(now_millis()),
+                    )
+                    .await
+                    {
+                        metrics::live(n);
+                    }
                 }
             }
         });
@@ -445,7 +534,11 @@ impl Manager {
             .await?;
         for (key, _) in list {
             if key.short() == handle {
-                return self.call("destroy", self.inner.store.destroy(&key)).await;
+                let ended = self.call("destroy", self.inner.store.destroy(&key)).await?;
+                if ended {
+                    metrics::destroyed(1);
+                }
+                return Ok(ended);
             }
         }
         Ok(false)
@@ -453,8 +546,11 @@ impl Manager {
 
     /// Ends every session of `user` ("log out everywhere"); returns how many.
     pub async fn revoke_all(&self, user: &str) -> Result<u64> {
-        self.call("destroy_user", self.inner.store.destroy_user(user))
-            .await
+        let n = self
+            .call("destroy_user", self.inner.store.destroy_user(user))
+            .await?;
+        metrics::destroyed(n);
+        Ok(n)
     }
 
     /// Ends every session of `user` except `keep` (the asking request's); returns how many.
@@ -470,6 +566,7 @@ impl Manager {
                 n += 1;
             }
         }
+        metrics::destroyed(n);
         Ok(n)
     }
 
@@ -480,7 +577,7 @@ impl Manager {
 
     /// The key of a token (for tools); `None` if the token is malformed.
     pub fn key_of(&self, token: &str) -> Option<Key> {
-        SessionId::parse(token).map(|id| id.key())
+        cookie::decode_token(self, token.as_bytes()).map(|id| id.key())
     }
 }
 
@@ -488,9 +585,21 @@ async fn run_gc(store: &Arc<dyn Store>, config: &Config) -> Result<u64> {
     let now = now_millis();
     let mut total = 0u64;
     loop {
-        let n = match tokio::time::timeout(config.store_timeout, store.gc(now, config.gc_batch))
-            .await
-        {
+        let started = std::time::Instant::now();
+        let result = tokio::time::timeout(config.store_timeout, store.gc(now, config.gc_batch))
+            .instrument(tracing::debug_span!(
+                "store_call",
+                store = store.kind(),
+                op = "gc"
+            ))
+            .await;
+        metrics::store_call(
+            store.kind(),
+            "gc",
+            started.elapsed(),
+            matches!(result, Ok(Ok(_))),
+        );
+        let n = match result {
             Ok(r) => r?,
             Err(_) => {
                 return Err(Error::Timeout {
@@ -501,6 +610,7 @@ async fn run_gc(store: &Arc<dyn Store>, config: &Config) -> Result<u64> {
             }
         };
         total += n as u64;
+        metrics::gc_removed(n as u64);
         if n < config.gc_batch {
             return Ok(total);
         }
@@ -508,6 +618,10 @@ async fn run_gc(store: &Arc<dyn Store>, config: &Config) -> Result<u64> {
         tokio::task::yield_now().await;
     }
 }
+
+/// How long a rotation alias outlives its grace window, so that late use of the previous ID can
+/// be reported as possible hijacking rather than look like any unknown ID.
+const ALIAS_LINGER: Millis = 15 * 60 * 1000;
 
 pub(crate) fn millis(d: Duration) -> Millis {
     d.as_millis().min(i64::MAX as u128) as Millis

@@ -116,14 +116,18 @@ impl Data {
         })
     }
 
-    /// Rebuilds from packed bytes, validating the layout and UTF-8.
+    /// Rebuilds from packed bytes, validating the layout, UTF-8 and that no name repeats.
     fn from_packed(buf: Vec<u8>) -> Result<Self> {
         let mut at = 0;
+        // `set` never writes a name twice. A repeated one would make `remove` (which drops the
+        // first) resurrect the older value, e.g. a user id the app just cleared.
+        let mut names: Vec<&[u8]> = Vec::new();
         while at < buf.len() {
             let klen = read_u16(&buf, at).ok_or_else(|| corrupt("data key length"))? as usize;
             let kend = at + 2 + klen;
             let key = buf.get(at + 2..kend).ok_or_else(|| corrupt("data key"))?;
             std::str::from_utf8(key).map_err(|_| corrupt("data key utf-8"))?;
+            names.push(key);
             let vlen = read_u32(&buf, kend).ok_or_else(|| corrupt("data value length"))? as usize;
             let vend = (kend + 4)
                 .checked_add(vlen)
@@ -134,6 +138,11 @@ impl Data {
             std::str::from_utf8(value).map_err(|_| corrupt("data value utf-8"))?;
             at = vend;
         }
+        names.sort_unstable();
+        if names.windows(2).any(|w| w[0] == w[1]) {
+            return Err(corrupt("data name repeated"));
+        }
+        drop(names);
         Ok(Self { buf })
     }
 }
@@ -482,5 +491,23 @@ mod tests {
         assert!(Record::decode(&other, &bytes).is_err());
         assert!(Record::decode(&key, &vec![0; bytes.len()]).is_err());
         assert!(Record::decode(&key, b"{\"json\":true}").is_err());
+    }
+
+    #[test]
+    fn decode_rejects_repeated_data_names() {
+        // Caught by the record_decode fuzz harness's uniqueness check: a checksummed record whose
+        // data named the same key twice decoded, and `remove` then uncovered the older value.
+        let key = SessionId::generate().unwrap().key();
+        let mut r = Record::new(1, 2, 3);
+        r.data.set("user_id", "7").unwrap();
+        let entry = r.data.buf.clone();
+        r.data.buf.extend_from_slice(&entry);
+        assert!(matches!(
+            Record::decode(&key, &r.encode(&key)),
+            Err(Error::Corrupt(m)) if m.contains("repeated")
+        ));
+        r.data.buf.truncate(entry.len());
+        r.data.set("other", "1").unwrap();
+        assert_eq!(Record::decode(&key, &r.encode(&key)).unwrap(), r);
     }
 }

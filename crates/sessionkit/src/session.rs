@@ -24,7 +24,8 @@ pub(crate) enum Op {
     Remove(String),
     Update(String, UpdateFn),
     Clear,
-    SetUser(Option<String>, Option<AuthInfo>),
+    /// User, how they authenticated, and the reset absolute deadline (re-authentication).
+    SetUser(Option<String>, Option<AuthInfo>, Option<Millis>),
     Csrf(String),
     Device(Option<String>, Option<String>),
 }
@@ -45,8 +46,11 @@ impl Op {
                 record.data.set(k, &new)?;
             }
             Op::Clear => record.data.clear(),
-            Op::SetUser(user, auth) => {
+            Op::SetUser(user, auth, absolute) => {
                 record.user = user.clone();
+                if let Some(deadline) = absolute {
+                    record.absolute_expires_at = *deadline;
+                }
                 if auth.is_some() || record.extra.is_some() {
                     record.extra_mut().auth = auth.clone();
                 }
@@ -230,14 +234,31 @@ impl Session {
 
     /// Signs `user` in (or out with `None`), recording when and how they authenticated, and
     /// gives the session a new ID at the end of the request (privilege change: see
-    /// [`Session::cycle_id`]).
+    /// [`Session::cycle_id`]). Signing in (re-authentication included) restarts both the idle
+    /// and the absolute timeout.
+    ///
+    /// With [`Config::max_sessions_per_user`](crate::Config::max_sessions_per_user) set, signing
+    /// in beyond the limit either ends the user's least recently used sessions or fails with
+    /// [`Error::TooManySessions`], as the policy says.
     pub async fn set_user(&self, user: Option<&str>, method: &str) -> Result<()> {
         let mut st = self.state().await?;
+        let manager = &self.inner.manager;
+        let read_only = st.current.as_ref().is_some_and(|c| c.read_only);
+        if let (Some(name), false) = (user, read_only) {
+            // (A grace-window request's sign-in is ignored at finish, so it must not evict.)
+            let mine = st.current.as_ref().map(|c| c.key);
+            manager.make_room_for(name, mine.as_ref()).await?;
+        }
+        let now = st.now;
         let auth = user.map(|_| AuthInfo {
-            at: st.now,
+            at: now,
             method: method.to_owned(),
         });
-        Self::record(&mut st, Op::SetUser(user.map(str::to_owned), auth))?;
+        let absolute = user.map(|_| manager.blank_record(now).absolute_expires_at);
+        Self::record(
+            &mut st,
+            Op::SetUser(user.map(str::to_owned), auth, absolute),
+        )?;
         st.cycle = true;
         Ok(())
     }
@@ -283,15 +304,22 @@ impl Session {
     }
 
     /// Checks `candidate` against the session's CSRF token in constant time. A session without a
-    /// token accepts nothing.
+    /// token accepts nothing. A failure is reported as a `csrf_failure` event on the
+    /// `sessionkit::suspicious` target (with the session's key prefix, never the ID or token).
     pub async fn verify_csrf(&self, candidate: &str) -> Result<bool> {
         let st = self.state().await?;
-        Ok(match &st.view.csrf {
+        let ok = match &st.view.csrf {
             Some(t) => {
                 t.len() == candidate.len() && bool::from(t.as_bytes().ct_eq(candidate.as_bytes()))
             }
             None => false,
-        })
+        };
+        if !ok {
+            let key = st.current.as_ref().map(|c| c.key.short());
+            tracing::warn!(target: "sessionkit::suspicious", event = "csrf_failure",
+                key = key.as_deref().unwrap_or("none"), "CSRF token missing or wrong");
+        }
+        Ok(ok)
     }
 
     /// The current ID, once loaded; `None` for a session not stored yet. The ID is a credential:
@@ -299,6 +327,17 @@ impl Session {
     pub async fn id(&self) -> Result<Option<SessionId>> {
         let st = self.state().await?;
         Ok(st.current.as_ref().map(|c| c.id.clone()))
+    }
+
+    /// True if the request came with a previous ID inside its rotation grace window: it sees
+    /// the session, but nothing it changes is saved.
+    pub async fn is_read_only(&self) -> Result<bool> {
+        Ok(self
+            .state()
+            .await?
+            .current
+            .as_ref()
+            .is_some_and(|c| c.read_only))
     }
 
     /// True if this request resolved to no stored session (yet).

@@ -10,7 +10,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sessionkit::{Config, Manager, Store};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use sessionkit::{Config, Key, Manager, Millis, Page, Record, Result, Store};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -259,7 +262,14 @@ impl Server {
             .args(["--addr", "127.0.0.1:0"])
             .args(args)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            // SESSIONKIT_TEST_SERVER_LOGS=1 shows the servers' logs when debugging a test.
+            .stderr(
+                if std::env::var_os("SESSIONKIT_TEST_SERVER_LOGS").is_some() {
+                    Stdio::inherit()
+                } else {
+                    Stdio::null()
+                },
+            )
             .spawn()
             .expect("spawn sessionkit serve");
         let stdout = child.stdout.take().unwrap();
@@ -283,5 +293,83 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A real MemoryStore behind a switch that makes every call fail, as a dead backend would.
+#[derive(Debug, Default)]
+pub struct Switchable {
+    pub inner: sessionkit::MemoryStore,
+    pub down: AtomicBool,
+    /// How many calls reached the store.
+    pub calls: AtomicU64,
+}
+
+impl Switchable {
+    fn check(&self) -> Result<()> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if self.down.load(Ordering::SeqCst) {
+            Err(sessionkit::Error::backend(
+                "switchable",
+                "call",
+                "backend is down",
+            ))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[async_trait]
+impl Store for Switchable {
+    fn kind(&self) -> &'static str {
+        "switchable"
+    }
+    async fn load(&self, key: &Key, now: Millis) -> Result<Option<Record>> {
+        self.check()?;
+        self.inner.load(key, now).await
+    }
+    async fn create(&self, key: &Key, record: &Record) -> Result<()> {
+        self.check()?;
+        self.inner.create(key, record).await
+    }
+    async fn save(&self, key: &Key, record: &Record, v: u64) -> Result<()> {
+        self.check()?;
+        self.inner.save(key, record, v).await
+    }
+    async fn touch(&self, key: &Key, at: Millis, exp: Millis) -> Result<bool> {
+        self.check()?;
+        self.inner.touch(key, at, exp).await
+    }
+    async fn rotate(&self, o: &Key, v: u64, n: &Key, r: &Record, g: Option<Millis>) -> Result<()> {
+        self.check()?;
+        self.inner.rotate(o, v, n, r, g).await
+    }
+    async fn destroy(&self, key: &Key) -> Result<bool> {
+        self.check()?;
+        self.inner.destroy(key).await
+    }
+    async fn gc(&self, now: Millis, limit: usize) -> Result<usize> {
+        self.check()?;
+        self.inner.gc(now, limit).await
+    }
+    async fn len(&self, now: Millis) -> Result<u64> {
+        self.check()?;
+        self.inner.len(now).await
+    }
+    async fn scan(&self, c: Option<&str>, limit: usize, now: Millis) -> Result<Page> {
+        self.check()?;
+        self.inner.scan(c, limit, now).await
+    }
+    async fn sessions_of(&self, user: &str, now: Millis) -> Result<Vec<(Key, Record)>> {
+        self.check()?;
+        self.inner.sessions_of(user, now).await
+    }
+    async fn destroy_user(&self, user: &str) -> Result<u64> {
+        self.check()?;
+        self.inner.destroy_user(user).await
+    }
+    async fn ping(&self) -> Result<()> {
+        self.check()
     }
 }

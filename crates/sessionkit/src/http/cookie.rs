@@ -7,6 +7,11 @@
 
 use std::fmt::Write;
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
 use http::header::{AUTHORIZATION, CACHE_CONTROL, COOKIE, SET_COOKIE};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
@@ -56,6 +61,16 @@ impl SessionHeaders {
 /// The first syntactically valid token the request carries, and whether it carried any value
 /// under the session's name at all.
 pub(crate) fn read_token(manager: &Manager, headers: &HeaderMap) -> (Option<SessionId>, bool) {
+    let (id, seen, bad) = scan_token(manager, headers);
+    // Reported once per request: a request stuffed with thousands of forged cookies must not
+    // turn into thousands of log lines.
+    report_bad_signatures(bad);
+    (id, seen)
+}
+
+/// [`read_token`] without the report; the third value counts tokens whose signature failed.
+fn scan_token(manager: &Manager, headers: &HeaderMap) -> (Option<SessionId>, bool, u32) {
+    let mut bad = 0;
     match &manager.config().transport {
         Transport::Cookie => {
             let name = manager.cookie_name().as_bytes();
@@ -74,16 +89,20 @@ pub(crate) fn read_token(manager: &Manager, headers: &HeaderMap) -> (Option<Sess
                     if value.len() >= 2 && value[0] == b'"' && value[value.len() - 1] == b'"' {
                         value = &value[1..value.len() - 1];
                     }
-                    if let Some(id) = SessionId::parse_bytes(value) {
-                        return (Some(id), true);
+                    if let Some(id) = verify_token(manager, value, &mut bad) {
+                        return (Some(id), true, bad);
                     }
                 }
             }
-            (None, seen)
+            (None, seen, bad)
         }
         Transport::Header(name) => match headers.get(name) {
-            Some(v) => (SessionId::parse_bytes(trim(v.as_bytes())), true),
-            None => (None, false),
+            Some(v) => (
+                verify_token(manager, trim(v.as_bytes()), &mut bad),
+                true,
+                bad,
+            ),
+            None => (None, false, bad),
         },
         Transport::Bearer { .. } => match headers.get(AUTHORIZATION) {
             Some(v) => {
@@ -92,10 +111,70 @@ pub(crate) fn read_token(manager: &Manager, headers: &HeaderMap) -> (Option<Sess
                     .get(..7)
                     .filter(|p| p.eq_ignore_ascii_case(b"bearer "))
                     .map(|_| trim(&v[7..]));
-                (token.and_then(SessionId::parse_bytes), token.is_some())
+                let id = token.and_then(|t| verify_token(manager, t, &mut bad));
+                (id, token.is_some(), bad)
             }
-            None => (None, false),
+            None => (None, false, bad),
         },
+    }
+}
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// The token a client holds: the ID, or `<id>.<mac>` when signing keys are configured.
+pub(crate) fn encode_token(manager: &Manager, id: &SessionId) -> String {
+    let text = id.to_string();
+    match manager.config().signing_keys.first() {
+        None => text,
+        Some(key) => {
+            let mut mac = HmacSha256::new_from_slice(key.bytes()).expect("HMAC takes any key size");
+            mac.update(text.as_bytes());
+            let tag = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+            format!("{text}.{tag}")
+        }
+    }
+}
+
+/// One token on its own, outside a request (tools, tests): nothing is logged.
+pub(crate) fn decode_token(manager: &Manager, token: &[u8]) -> Option<SessionId> {
+    verify_token(manager, token, &mut 0)
+}
+
+/// Parses a token strictly; with signing keys, the MAC must verify under one of them (checked
+/// in constant time) before the ID is believed, so forged tokens never reach the store. A
+/// rejected signature bumps `bad` (the caller reports the count once per request).
+fn verify_token(manager: &Manager, token: &[u8], bad: &mut u32) -> Option<SessionId> {
+    let keys = &manager.config().signing_keys;
+    if keys.is_empty() {
+        return SessionId::parse_bytes(token);
+    }
+    let mut tampered = || {
+        *bad = bad.saturating_add(1);
+        None
+    };
+    if token.len() != crate::id::ID_LEN + 1 + 43 || token[crate::id::ID_LEN] != b'.' {
+        return tampered();
+    }
+    let (id_text, tag_text) = (&token[..crate::id::ID_LEN], &token[crate::id::ID_LEN + 1..]);
+    let mut tag = [0u8; 33];
+    let Ok(32) = URL_SAFE_NO_PAD.decode_slice(tag_text, &mut tag) else {
+        return tampered();
+    };
+    let verified = keys.iter().any(|key| {
+        let mut mac = HmacSha256::new_from_slice(key.bytes()).expect("HMAC takes any key size");
+        mac.update(id_text);
+        mac.verify_slice(&tag[..32]).is_ok()
+    });
+    if !verified {
+        return tampered();
+    }
+    SessionId::parse_bytes(id_text)
+}
+
+fn report_bad_signatures(count: u32) {
+    if count > 0 {
+        tracing::warn!(target: "sessionkit::suspicious", event = "bad_signature", count,
+            "session token with a missing or invalid signature");
     }
 }
 
@@ -111,7 +190,7 @@ fn trim(mut s: &[u8]) -> &[u8] {
 
 /// Headers that hand `id` to the client.
 pub(crate) fn issue(manager: &Manager, id: &SessionId, record: &Record) -> SessionHeaders {
-    let token = id.to_string();
+    let token = encode_token(manager, id);
     let config = manager.config();
     let header = match &config.transport {
         Transport::Cookie => {
@@ -195,20 +274,23 @@ mod tests {
     fn finds_the_session_cookie_among_others() {
         let m = manager(Config::default());
         let id = SessionId::generate().unwrap();
-        let line = format!("a=1; id=\"{id}\"; b=2");
+        let line = format!("a=1; __Host-id=\"{id}\"; b=2");
         assert_eq!(
             read_token(&m, &headers(&[line.as_bytes()])),
             (Some(id.clone()), true)
         );
-        let line = format!("id=bogus; id={id}");
+        let line = format!("__Host-id=bogus; __Host-id={id}");
         assert_eq!(
             read_token(&m, &headers(&[line.as_bytes()])),
             (Some(id), true)
         );
-        assert_eq!(read_token(&m, &headers(&[b"id="])), (None, true));
-        assert_eq!(read_token(&m, &headers(&[b"idx=1; xid=2"])), (None, false));
+        assert_eq!(read_token(&m, &headers(&[b"__Host-id="])), (None, true));
         assert_eq!(
-            read_token(&m, &headers(&[b"\xff\xfe=\x80; id=\xc3"])),
+            read_token(&m, &headers(&[b"id=1; __Host-idx=2"])),
+            (None, false)
+        );
+        assert_eq!(
+            read_token(&m, &headers(&[b"\xff\xfe=\x80; __Host-id=\xc3"])),
             (None, true)
         );
     }
@@ -229,6 +311,64 @@ mod tests {
         assert!(line.starts_with("__Host-id=; Path=/; Max-Age=0; Expires="));
         assert!(line.ends_with("; HttpOnly; Secure; SameSite=Lax"));
         assert_eq!(gone.iter().count(), 2);
+    }
+
+    #[test]
+    fn signed_tokens_verify_under_any_configured_key() {
+        let old = crate::SigningKey::generate().unwrap();
+        let new = crate::SigningKey::generate().unwrap();
+        let signer_old = manager(Config {
+            signing_keys: vec![old.clone()],
+            ..Config::default()
+        });
+        let rotated = manager(Config {
+            signing_keys: vec![new.clone(), old],
+            ..Config::default()
+        });
+        let only_new = manager(Config {
+            signing_keys: vec![new],
+            ..Config::default()
+        });
+        let id = SessionId::generate().unwrap();
+        let token = encode_token(&signer_old, &id);
+        assert_eq!(token.len(), 87);
+        assert_eq!(
+            decode_token(&signer_old, token.as_bytes()),
+            Some(id.clone())
+        );
+        assert_eq!(decode_token(&rotated, token.as_bytes()), Some(id.clone()));
+        assert_eq!(decode_token(&only_new, token.as_bytes()), None);
+        // Unsigned, truncated, or altered in either half: rejected.
+        let bytes = token.as_bytes();
+        assert_eq!(decode_token(&signer_old, id.to_string().as_bytes()), None);
+        assert_eq!(decode_token(&signer_old, &bytes[..86]), None);
+        for i in [0, 20, 42, 43, 50, 86] {
+            let mut b = bytes.to_vec();
+            b[i] = if b[i] == b'A' { b'B' } else { b'A' };
+            assert_eq!(decode_token(&signer_old, &b), None, "flip at {i}");
+        }
+    }
+
+    #[test]
+    fn forged_cookies_are_counted_for_one_report_per_request() {
+        let m = manager(Config {
+            signing_keys: vec![crate::SigningKey::generate().unwrap()],
+            ..Config::default()
+        });
+        let forged = vec!["__Host-id=x"; 1000].join("; ");
+        let good = encode_token(&m, &SessionId::generate().unwrap());
+        // `read_token` reports the count once; what matters is that every forged cookie is
+        // counted, none is lost, and a verified token is not.
+        assert_eq!(
+            scan_token(&m, &headers(&[forged.as_bytes()])),
+            (None, true, 1000)
+        );
+        let mixed = format!("{forged}; __Host-id={good}");
+        let (id, seen, bad) = scan_token(&m, &headers(&[mixed.as_bytes()]));
+        assert!(id.is_some() && seen);
+        assert_eq!(bad, 1000);
+        let alone = format!("__Host-id={good}");
+        assert_eq!(scan_token(&m, &headers(&[alone.as_bytes()])).2, 0);
     }
 
     #[test]

@@ -371,10 +371,24 @@ impl Store for MemoryStore {
         let mut n = 0u64;
         for shard in self.shards.iter() {
             let s = shard.read().unwrap_or_else(|e| e.into_inner());
-            let expired = s.expiry.range(..(now + 1, Key([0; 32]))).count();
+            // Expired aliases are already left out by `aliases`: count only expired sessions.
+            let expired = s
+                .expiry
+                .range(..=(now, Key([0xff; 32])))
+                .filter(|(_, k)| s.map.get(k).is_some_and(|r| r.successor().is_none()))
+                .count();
             n += (s.map.len() - s.aliases).saturating_sub(expired) as u64;
         }
         Ok(n)
+    }
+
+    async fn expired_awaiting_gc(&self, now: Millis) -> Result<Option<u64>> {
+        let mut n = 0u64;
+        for shard in self.shards.iter() {
+            let s = shard.read().unwrap_or_else(|e| e.into_inner());
+            n += s.expiry.range(..(now + 1, Key([0; 32]))).count() as u64;
+        }
+        Ok(Some(n))
     }
 
     async fn scan(&self, cursor: Option<&str>, limit: usize, now: Millis) -> Result<Page> {

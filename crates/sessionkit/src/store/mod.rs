@@ -25,9 +25,23 @@ use crate::error::{Error, Result};
 use crate::id::Key;
 use crate::record::{Millis, Record};
 
+#[cfg(feature = "file")]
+pub mod file;
 pub mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres;
+#[cfg(feature = "redis")]
+pub mod redis;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
+#[cfg(any(feature = "redis", feature = "postgres"))]
+mod url;
 
+#[cfg(feature = "file")]
+pub use file::FileStore;
 pub use memory::MemoryStore;
+#[cfg(feature = "sqlite")]
+pub use sqlite::SqliteStore;
 
 /// One page of [`Store::scan`].
 #[derive(Debug, Default)]
@@ -36,6 +50,22 @@ pub struct Page {
     pub records: Vec<(Key, Record)>,
     /// Cursor for the next page; `None` when the scan is complete.
     pub next: Option<String>,
+}
+
+/// What a full check of a durable store found (`SqliteStore::verify`, `FileStore::verify`).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct IntegrityReport {
+    /// Records that decoded cleanly (live or expired, aliases included).
+    pub records: u64,
+    /// One line per problem: a corrupt record, a failed backend check.
+    pub problems: Vec<String>,
+}
+
+impl IntegrityReport {
+    /// True when nothing is wrong.
+    pub fn is_clean(&self) -> bool {
+        self.problems.is_empty()
+    }
 }
 
 /// A session store. Object safe: the manager holds an `Arc<dyn Store>`.
@@ -92,12 +122,30 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// Checks that the backend answers.
     async fn ping(&self) -> Result<()>;
+
+    /// How many records have expired at `now` but are still stored (awaiting GC), if the
+    /// backend can tell cheaply; `None` (the default) when it cannot. Used by admin tools only.
+    async fn expired_awaiting_gc(&self, now: Millis) -> Result<Option<u64>> {
+        let _ = now;
+        Ok(None)
+    }
 }
 
 /// The URL schemes [`open`] knows, with the cargo feature each needs.
-pub const SCHEMES: &[(&str, &str)] = &[("memory://", "(always available)")];
+pub const SCHEMES: &[(&str, &str)] = &[
+    ("memory://", "(always available)"),
+    ("sqlite://path.db", "(cargo feature `sqlite`)"),
+    ("file:///dir", "(cargo feature `file`)"),
+    ("redis://", "(cargo feature `redis`)"),
+    ("redis+cluster://", "(cargo feature `redis`)"),
+    ("postgres://", "(cargo feature `postgres`)"),
+    ("postgresql://", "(cargo feature `postgres`)"),
+];
 
-/// Opens a store by URL, e.g. `memory://`.
+/// Opens a store by URL, e.g. `memory://`, `sqlite://sessions.db` (feature `sqlite`),
+/// `file:///var/lib/app/sessions` (feature `file`), `redis://127.0.0.1:6379`,
+/// `redis+cluster://h1:7001,h2:7002` (feature `redis`) or `postgres://user@host/db` (feature
+/// `postgres`).
 ///
 /// ```
 /// # tokio_test_block_on(async {
@@ -113,6 +161,30 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
     let scheme = url.split_once("://").map(|(s, _)| s).unwrap_or("");
     match scheme {
         "memory" => Ok(Arc::new(MemoryStore::new())),
+        #[cfg(feature = "redis")]
+        "redis" | "redis+cluster" => Ok(Arc::new(redis::RedisStore::open(url).await?)),
+        #[cfg(feature = "postgres")]
+        "postgres" | "postgresql" => Ok(Arc::new(postgres::PostgresStore::open(url).await?)),
+        #[cfg(not(feature = "redis"))]
+        "redis" | "redis+cluster" => Err(Error::Config(format!(
+            "store URL {url:?} needs the cargo feature `redis` of sessionkit"
+        ))),
+        #[cfg(not(feature = "postgres"))]
+        "postgres" | "postgresql" => Err(Error::Config(format!(
+            "store URL {url:?} needs the cargo feature `postgres` of sessionkit"
+        ))),
+        #[cfg(feature = "sqlite")]
+        "sqlite" => Ok(Arc::new(SqliteStore::open(url).await?)),
+        #[cfg(feature = "file")]
+        "file" => Ok(Arc::new(FileStore::open(url).await?)),
+        #[cfg(not(feature = "sqlite"))]
+        "sqlite" => Err(Error::Config(format!(
+            "store URL {url:?} needs the cargo feature `sqlite` of sessionkit"
+        ))),
+        #[cfg(not(feature = "file"))]
+        "file" => Err(Error::Config(format!(
+            "store URL {url:?} needs the cargo feature `file` of sessionkit"
+        ))),
         _ => Err(Error::Config(format!(
             "unknown store URL {url:?}; known schemes: {}",
             SCHEMES

@@ -1,0 +1,153 @@
+//! `sessionkit serve`: the demo app on a real listener, with the manager's metrics exported at
+//! `GET /metrics` (Prometheus text format) outside the session layer, so scrapes never create
+//! sessions.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use clap::Args;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use sessionkit::{Config, Manager};
+
+use crate::{demo, duration};
+
+/// The default store of `serve`: an embedded SQLite file in the working directory, so logins
+/// survive a restart with no server to install.
+pub const DEFAULT_STORE: &str = "sqlite://sessionkit.db";
+
+/// Arguments of `sessionkit serve`.
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free one; the chosen address is printed).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub addr: SocketAddr,
+    /// Store URL (memory://, sqlite://PATH, file:///DIR, redis://..., postgres://...).
+    #[arg(long, default_value = DEFAULT_STORE)]
+    pub store: String,
+    /// Idle timeout (e.g. 30m).
+    #[arg(long, default_value = "30m", value_parser = duration::parse)]
+    pub idle_timeout: Duration,
+    /// Absolute timeout (e.g. 12h).
+    #[arg(long, default_value = "12h", value_parser = duration::parse)]
+    pub absolute_timeout: Duration,
+    /// Give signed-in sessions a new ID after this long (off by default).
+    #[arg(long, value_parser = duration::parse)]
+    pub rotate_after: Option<Duration>,
+    /// How long the previous ID stays readable after a periodic rotation.
+    #[arg(long, default_value = "30s", value_parser = duration::parse)]
+    pub rotation_grace: Duration,
+    /// Store call timeout.
+    #[arg(long, default_value = "5s", value_parser = duration::parse)]
+    pub store_timeout: Duration,
+    /// Background GC interval.
+    #[arg(long, default_value = "60s", value_parser = duration::parse)]
+    pub gc_interval: Duration,
+    /// Do not serve /metrics.
+    #[arg(long)]
+    pub no_metrics: bool,
+}
+
+/// Store latency buckets in seconds: sub-millisecond (memory) up to the default store timeout.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0,
+];
+
+/// Installs the process-wide Prometheus recorder and keeps its histograms trimmed.
+fn install_metrics() -> anyhow::Result<PrometheusHandle> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full(sessionkit::metrics::names::STORE_LATENCY.to_owned()),
+            LATENCY_BUCKETS,
+        )
+        .context("metrics buckets")?
+        .install_recorder()
+        .context("installing the metrics recorder")?;
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    Ok(handle)
+}
+
+/// Runs the demo server until Ctrl-C or SIGTERM.
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let metrics = if args.no_metrics {
+        None
+    } else {
+        Some(install_metrics()?)
+    };
+    let store = sessionkit::store::open(&args.store)
+        .await
+        .with_context(|| format!("opening store {}", crate::admin::redact(&args.store)))?;
+    let mut config = Config::default();
+    config.cookie.host_prefix = true;
+    config.idle_timeout = args.idle_timeout;
+    config.absolute_timeout = args.absolute_timeout;
+    config.touch_interval = sessionkit::default_touch_interval(args.idle_timeout);
+    config.rotate_after = args.rotate_after;
+    config.rotation_grace = args.rotation_grace;
+    config.store_timeout = args.store_timeout;
+    config.gc_interval = args.gc_interval;
+    let manager = Manager::new(store, config)?;
+    manager.spawn_gc();
+    let listener = tokio::net::TcpListener::bind(args.addr)
+        .await
+        .with_context(|| format!("binding {}", args.addr))?;
+    let local = listener.local_addr()?;
+    let mut app = demo::app(manager.clone());
+    if let Some(handle) = metrics {
+        app = app.route(
+            "/metrics",
+            get(move || {
+                let body = handle.render();
+                async move {
+                    (
+                        [(
+                            header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        )],
+                        body,
+                    )
+                        .into_response()
+                }
+            }),
+        );
+    }
+    // Tests and scripts read this line to find the port.
+    println!("sessionkit demo listening on http://{local}");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    manager.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,205 @@
+//! Accounts and hijacking defences over real HTTP: the sessions list, revoking other sessions,
+//! periodic rotation with its read-only grace window, and signed cookies.
+
+mod support;
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sessionkit::SessionId;
+use support::*;
+
+#[tokio::test]
+async fn sessions_list_and_revoke_others() {
+    let app = App::memory().await;
+    // Two browsers sign in as the same user.
+    let (a0, t) = new_session(app.addr).await;
+    let a = login(app.addr, &a0, &t, "carol").await;
+    let (b0, t) = new_session(app.addr).await;
+    let b = login(app.addr, &b0, &t, "carol").await;
+    let (c0, t) = new_session(app.addr).await;
+    let _other_user = login(app.addr, &c0, &t, "dave").await;
+
+    assert_eq!(get(app.addr, "/sessions", None).await.status, 401);
+    let r = get(app.addr, "/sessions", Some(&a)).await;
+    assert_eq!(r.status, 200);
+    let list: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 2, "{list:?}");
+    assert_eq!(list.iter().filter(|s| s["current"] == true).count(), 1);
+    for s in list {
+        assert!(s["created"].as_i64().unwrap() > 0);
+        assert!(s["last_seen"].as_i64().unwrap() > 0);
+        // Metadata only: never the token.
+        assert!(!s.to_string().contains(&a) && !s.to_string().contains(&b));
+    }
+
+    // revoke-others from A is CSRF-checked like every POST.
+    assert_eq!(
+        post(app.addr, "/sessions/revoke-others", Some(&a), "")
+            .await
+            .status,
+        403
+    );
+    let csrf = get(app.addr, "/whoami", Some(&a)).await.csrf();
+    let r = post(
+        app.addr,
+        "/sessions/revoke-others",
+        Some(&a),
+        &format!("csrf_token={csrf}"),
+    )
+    .await;
+    assert!(r.status == 303 || r.status == 200, "{}", r.status);
+    // B is anonymous on its very next request; A and the other user are untouched.
+    assert_eq!(get(app.addr, "/whoami", Some(&b)).await.body, "");
+    assert_eq!(get(app.addr, "/whoami", Some(&a)).await.body, "carol");
+    let list: serde_json::Value =
+        serde_json::from_str(&get(app.addr, "/sessions", Some(&a)).await.body).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(
+        app.manager.sessions_of("dave", None).await.unwrap().len(),
+        1
+    );
+}
+
+fn rotating_config(after_ms: u64, grace_ms: u64) -> sessionkit::Config {
+    let mut c = demo_config();
+    c.rotate_after = Some(Duration::from_millis(after_ms));
+    c.rotation_grace = Duration::from_millis(grace_ms);
+    c
+}
+
+#[tokio::test]
+async fn previous_id_is_read_only_in_the_grace_window_then_dead() {
+    let app = App::start(
+        Arc::new(sessionkit::MemoryStore::new()),
+        rotating_config(300, 600),
+    )
+    .await;
+    let (anon, t) = new_session(app.addr).await;
+    let old = login(app.addr, &anon, &t, "erin").await;
+    assert_eq!(get(app.addr, "/count", Some(&old)).await.body.trim(), "2");
+    let deadline_before = app.record(&old).await.unwrap().absolute_expires_at;
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    // Due for rotation: the next request gets a new ID transparently, data intact.
+    let r = get(app.addr, "/count", Some(&old)).await;
+    assert_eq!(r.body.trim(), "3");
+    let new = r.cookie().expect("rotation issues a new cookie");
+    assert_ne!(new, old);
+    // Inside the grace window the old ID reads the session but cannot change it.
+    let r = get(app.addr, "/whoami", Some(&old)).await;
+    assert_eq!(r.body, "erin");
+    assert_eq!(r.header("x-session-read-only"), Some("1"));
+    assert!(r.headers_named("set-cookie").is_empty());
+    let r = get(app.addr, "/count", Some(&old)).await;
+    assert_eq!(r.header("x-session-read-only"), Some("1"));
+    assert_eq!(app.record(&new).await.unwrap().data.get("count"), Some("3"));
+    // Rotation never resets the absolute deadline.
+    assert_eq!(
+        app.record(&new).await.unwrap().absolute_expires_at,
+        deadline_before
+    );
+    // After the window the old ID is dead.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(get(app.addr, "/whoami", Some(&old)).await.body, "");
+    assert_eq!(get(app.addr, "/whoami", Some(&new)).await.body, "erin");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_under_concurrency_loses_no_request_and_no_data() {
+    let app = App::start(
+        Arc::new(sessionkit::MemoryStore::new()),
+        rotating_config(40, 2000),
+    )
+    .await;
+    let (anon, t) = new_session(app.addr).await;
+    let first = login(app.addr, &anon, &t, "frank").await;
+    // Shared cookie jar: every client switches to the newest cookie it has seen.
+    let jar = Arc::new(Mutex::new(first.clone()));
+    let issued = Arc::new(Mutex::new(std::collections::HashSet::from([first])));
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        let (addr, jar, issued) = (app.addr, jar.clone(), issued.clone());
+        clients.push(tokio::spawn(async move {
+            let mut written = 0u64;
+            for _ in 0..40 {
+                let cookie = jar.lock().unwrap().clone();
+                let r = get(addr, "/count", Some(&cookie)).await;
+                assert_eq!(r.status, 200, "every request is answered");
+                assert!(!r.body.trim().is_empty());
+                if r.header("x-session-read-only").is_none() {
+                    written += 1;
+                }
+                if let Some(c) = r.cookie() {
+                    assert!(!c.is_empty(), "nobody is logged out by rotation");
+                    issued.lock().unwrap().insert(c.clone());
+                    *jar.lock().unwrap() = c;
+                }
+                tokio::time::sleep(Duration::from_millis(3)).await;
+            }
+            written
+        }));
+    }
+    let mut written = 0;
+    for c in clients {
+        written += c.await.unwrap();
+    }
+    let cookie = jar.lock().unwrap().clone();
+    assert_eq!(get(app.addr, "/whoami", Some(&cookie)).await.body, "frank");
+    let rec = app.record(&cookie).await.unwrap();
+    // 1 visit before login + every write made with a current ID: nothing lost.
+    assert_eq!(
+        rec.data.get("count"),
+        Some((1 + written).to_string().as_str())
+    );
+    assert!(written > 0);
+    let rotations = issued.lock().unwrap().len() - 1;
+    assert!(
+        rotations >= 2,
+        "the test must actually rotate (saw {rotations})"
+    );
+}
+
+#[tokio::test]
+async fn tampered_signed_cookies_never_reach_the_store() {
+    let store = Arc::new(Switchable::default());
+    let mut config = demo_config();
+    config.signing_keys = vec![sessionkit::SigningKey::generate().unwrap()];
+    let app = App::start(store.clone(), config).await;
+    let (cookie, _) = new_session(app.addr).await;
+    assert_eq!(cookie.len(), 87, "signed cookie is <id>.<mac>");
+    assert_eq!(
+        get(app.addr, "/count", Some(&cookie)).await.body.trim(),
+        "2"
+    );
+
+    let (id, mac) = cookie.split_once('.').unwrap();
+    let other = SessionId::generate().unwrap().to_string();
+    let flipped_mac = format!(
+        "{id}.{}{}",
+        if mac.starts_with('A') { "B" } else { "A" },
+        &mac[1..]
+    );
+    let forged = [
+        id.to_owned(),
+        format!("{other}.{mac}"),
+        flipped_mac,
+        format!("{id}."),
+        format!("{id}.{mac}x"),
+    ];
+    for f in &forged {
+        // /whoami only reads: a forged token must not cost a single store call.
+        let before = store.calls.load(Ordering::SeqCst);
+        let r = get(app.addr, "/whoami", Some(f)).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body, "");
+        // The response stores a new session (the CSRF token) but never looks up the forgery.
+        let after = store.calls.load(Ordering::SeqCst);
+        assert_eq!(after - before, 1, "only the new session's create: {f}");
+    }
+    assert_eq!(
+        get(app.addr, "/count", Some(&cookie)).await.body.trim(),
+        "3"
+    );
+}

@@ -1,0 +1,116 @@
+//! What the [`Manager`](crate::Manager) reports through the [`metrics`](https://docs.rs/metrics)
+//! facade (cargo feature `metrics`; without it every function here compiles to nothing).
+//!
+//! The manager calls these from its existing code paths; the application installs whichever
+//! recorder it likes (e.g. a Prometheus exporter). Names follow Prometheus conventions:
+//!
+//! | name | kind | labels |
+//! | --- | --- | --- |
+//! | `sessionkit_sessions_created_total` | counter | |
+//! | `sessionkit_sessions_loaded_total` | counter | |
+//! | `sessionkit_sessions_saved_total` | counter | |
+//! | `sessionkit_sessions_rotated_total` | counter | |
+//! | `sessionkit_sessions_destroyed_total` | counter | |
+//! | `sessionkit_conflicts_retried_total` | counter | |
+//! | `sessionkit_gc_removed_total` | counter | |
+//! | `sessionkit_store_errors_total` | counter | `store`, `op` |
+//! | `sessionkit_store_call_seconds` | histogram | `store`, `op` |
+//! | `sessionkit_sessions_live` | gauge (set after each background GC pass) | |
+
+/// Metric names, public so exporters and dashboards need not repeat the strings.
+pub mod names {
+    /// Sessions written for the first time.
+    pub const CREATED: &str = "sessionkit_sessions_created_total";
+    /// Requests that found a live stored session.
+    pub const LOADED: &str = "sessionkit_sessions_loaded_total";
+    /// Successful compare-and-set saves.
+    pub const SAVED: &str = "sessionkit_sessions_saved_total";
+    /// Successful ID rotations (login, `cycle_id`, periodic).
+    pub const ROTATED: &str = "sessionkit_sessions_rotated_total";
+    /// Sessions ended (logout, revoke).
+    pub const DESTROYED: &str = "sessionkit_sessions_destroyed_total";
+    /// Saves that lost a race and were replayed on fresh data.
+    pub const CONFLICTS: &str = "sessionkit_conflicts_retried_total";
+    /// Expired records removed by GC.
+    pub const GC_REMOVED: &str = "sessionkit_gc_removed_total";
+    /// Store calls that failed (backend error or timeout; conflicts are not errors).
+    pub const STORE_ERRORS: &str = "sessionkit_store_errors_total";
+    /// Store call latency in seconds.
+    pub const STORE_LATENCY: &str = "sessionkit_store_call_seconds";
+    /// Live sessions, as counted after each background GC pass.
+    pub const LIVE: &str = "sessionkit_sessions_live";
+}
+
+#[cfg(feature = "metrics")]
+mod imp {
+    use super::names;
+    use std::time::Duration;
+
+    pub(crate) fn describe() {
+        use ::metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+        // Describing is idempotent and cheap; done once per manager.
+        describe_counter!(names::CREATED, "Sessions written for the first time");
+        describe_counter!(names::LOADED, "Requests that found a live stored session");
+        describe_counter!(names::SAVED, "Successful compare-and-set saves");
+        describe_counter!(names::ROTATED, "Session ID rotations");
+        describe_counter!(names::DESTROYED, "Sessions ended (logout, revoke)");
+        describe_counter!(names::CONFLICTS, "Saves replayed after losing a race");
+        describe_counter!(names::GC_REMOVED, "Expired records removed by GC");
+        describe_counter!(names::STORE_ERRORS, "Failed store calls");
+        describe_histogram!(names::STORE_LATENCY, Unit::Seconds, "Store call latency");
+        describe_gauge!(names::LIVE, "Live sessions after the last GC pass");
+    }
+
+    pub(crate) fn count(name: &'static str, n: u64) {
+        ::metrics::counter!(name).increment(n);
+    }
+
+    pub(crate) fn store_call(store: &'static str, op: &'static str, took: Duration, ok: bool) {
+        ::metrics::histogram!(names::STORE_LATENCY, "store" => store, "op" => op)
+            .record(took.as_secs_f64());
+        if !ok {
+            ::metrics::counter!(names::STORE_ERRORS, "store" => store, "op" => op).increment(1);
+        }
+    }
+
+    pub(crate) fn live(n: u64) {
+        ::metrics::gauge!(names::LIVE).set(n as f64);
+    }
+}
+
+#[cfg(not(feature = "metrics"))]
+mod imp {
+    use std::time::Duration;
+
+    pub(crate) fn describe() {}
+    pub(crate) fn count(_name: &'static str, _n: u64) {}
+    pub(crate) fn store_call(_store: &'static str, _op: &'static str, _took: Duration, _ok: bool) {}
+    pub(crate) fn live(_n: u64) {}
+}
+
+pub(crate) use imp::{describe, live, store_call};
+
+/// True when this build reports metrics (the `metrics` feature is on).
+pub const ENABLED: bool = cfg!(feature = "metrics");
+
+pub(crate) fn created() {
+    imp::count(names::CREATED, 1);
+}
+pub(crate) fn loaded() {
+    imp::count(names::LOADED, 1);
+}
+pub(crate) fn saved() {
+    imp::count(names::SAVED, 1);
+}
+pub(crate) fn rotated() {
+    imp::count(names::ROTATED, 1);
+}
+pub(crate) fn destroyed(n: u64) {
+    imp::count(names::DESTROYED, n);
+}
+pub(crate) fn conflict_retried() {
+    imp::count(names::CONFLICTS, 1);
+}
+pub(crate) fn gc_removed(n: u64) {
+    imp::count(names::GC_REMOVED, n);
+}

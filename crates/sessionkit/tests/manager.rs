@@ -1,0 +1,236 @@
+//! Manager behaviour below HTTP: lazy loading, header transports, the per-user session cap,
+//! re-authentication, and the GC task's lifecycle.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{AUTHORIZATION, COOKIE};
+use http::{HeaderMap, HeaderName, HeaderValue};
+use sessionkit::{
+    now_millis, Config, Error, Manager, MemoryStore, Record, Session, SessionId, Store, Transport,
+    UserLimitPolicy,
+};
+
+fn manager(config: Config) -> (Manager, Arc<MemoryStore>) {
+    let store = Arc::new(MemoryStore::new());
+    (Manager::new(store.clone(), config).unwrap(), store)
+}
+
+fn cookie_headers(m: &Manager, token: &str) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(
+        COOKIE,
+        HeaderValue::from_str(&format!("{}={token}", m.cookie_name())).unwrap(),
+    );
+    h
+}
+
+fn token_of(m: &Manager, headers: &sessionkit::SessionHeaders) -> String {
+    let line = headers.set_cookie().unwrap().to_str().unwrap();
+    let rest = line.strip_prefix(&format!("{}=", m.cookie_name())).unwrap();
+    rest.split(';').next().unwrap().to_owned()
+}
+
+/// Signs `user` in on a new session; returns its token.
+async fn sign_in(m: &Manager, user: &str) -> Result<String, Error> {
+    let s = m.start(&HeaderMap::new());
+    s.set_user(Some(user), "password").await?;
+    Ok(token_of(m, &m.finish(&s).await?))
+}
+
+#[tokio::test]
+async fn an_untouched_session_costs_no_store_call_and_sends_nothing() {
+    let (m, store) = manager(Config::default());
+    let token = SessionId::generate().unwrap().to_string();
+    let s = m.start(&cookie_headers(&m, &token));
+    assert!(m.finish(&s).await.unwrap().is_empty());
+    // A read-only look at an unknown session stores nothing and tells the client to forget it.
+    let s = m.start(&cookie_headers(&m, &token));
+    assert_eq!(s.get::<u32>("x").await.unwrap(), None);
+    let h = m.finish(&s).await.unwrap();
+    assert!(h
+        .set_cookie()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .contains("Max-Age=0"));
+    assert_eq!(store.len(now_millis()).await.unwrap(), 0);
+    // Writing then removing leaves an empty session: not stored either.
+    let s = m.start(&HeaderMap::new());
+    s.insert("k", 1).await.unwrap();
+    s.remove("k").await.unwrap();
+    assert!(m.finish(&s).await.unwrap().is_empty());
+    assert_eq!(store.len(now_millis()).await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn typed_values_round_trip_and_wrong_types_are_errors() {
+    let (m, _) = manager(Config::default());
+    let s = m.start(&HeaderMap::new());
+    s.insert("list", vec![1, 2, 3]).await.unwrap();
+    s.insert("name", "ann").await.unwrap();
+    let token = token_of(&m, &m.finish(&s).await.unwrap());
+    let s = m.start(&cookie_headers(&m, &token));
+    assert_eq!(s.get::<Vec<u8>>("list").await.unwrap(), Some(vec![1, 2, 3]));
+    assert!(matches!(
+        s.get::<u64>("name").await,
+        Err(Error::Value { .. })
+    ));
+    s.clear().await.unwrap();
+    assert_eq!(s.get::<String>("name").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn bearer_and_header_transports_carry_the_token() {
+    let (m, _) = manager(Config {
+        transport: Transport::Bearer {
+            response_header: HeaderName::from_static("x-session-token"),
+        },
+        ..Config::default()
+    });
+    let s = m.start(&HeaderMap::new());
+    s.insert("n", 1).await.unwrap();
+    let h = m.finish(&s).await.unwrap();
+    assert!(h.set_cookie().is_none());
+    let (_, token) = h
+        .iter()
+        .find(|(n, _)| n.as_str() == "x-session-token")
+        .unwrap();
+    let mut req = HeaderMap::new();
+    req.insert(
+        AUTHORIZATION,
+        HeaderValue::from_str(&format!("Bearer {}", token.to_str().unwrap())).unwrap(),
+    );
+    assert_eq!(m.start(&req).get::<u32>("n").await.unwrap(), Some(1));
+
+    let name = HeaderName::from_static("x-api-session");
+    let (m, _) = manager(Config {
+        transport: Transport::Header(name.clone()),
+        ..Config::default()
+    });
+    let s = m.start(&HeaderMap::new());
+    s.insert("n", 2).await.unwrap();
+    let h = m.finish(&s).await.unwrap();
+    let (_, token) = h.iter().find(|(n, _)| **n == name).unwrap();
+    let mut req = HeaderMap::new();
+    req.insert(name, token.clone());
+    assert_eq!(m.start(&req).get::<u32>("n").await.unwrap(), Some(2));
+}
+
+#[tokio::test]
+async fn session_cap_evicts_the_least_recently_used() {
+    let (m, _) = manager(Config {
+        max_sessions_per_user: Some(2),
+        ..Config::default()
+    });
+    let first = sign_in(&m, "gina").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let second = sign_in(&m, "gina").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let third = sign_in(&m, "gina").await.unwrap();
+    assert_eq!(m.sessions_of("gina", None).await.unwrap().len(), 2);
+    let user_of = |t: String| {
+        let m = m.clone();
+        async move { m.start(&cookie_headers(&m, &t)).user().await.unwrap() }
+    };
+    assert_eq!(user_of(first).await, None, "the oldest was evicted");
+    assert_eq!(user_of(second).await.as_deref(), Some("gina"));
+    assert_eq!(user_of(third).await.as_deref(), Some("gina"));
+}
+
+#[tokio::test]
+async fn session_cap_can_refuse_instead() {
+    let (m, _) = manager(Config {
+        max_sessions_per_user: Some(1),
+        user_limit_policy: UserLimitPolicy::Refuse,
+        ..Config::default()
+    });
+    sign_in(&m, "hal").await.unwrap();
+    assert!(matches!(
+        sign_in(&m, "hal").await,
+        Err(Error::TooManySessions { limit: 1, .. })
+    ));
+    assert_eq!(m.sessions_of("hal", None).await.unwrap().len(), 1);
+    sign_in(&m, "ida").await.unwrap();
+}
+
+#[tokio::test]
+async fn reauthentication_restarts_the_absolute_timeout_and_records_how() {
+    let (m, store) = manager(Config {
+        absolute_timeout: Duration::from_millis(400),
+        ..Config::default()
+    });
+    let token = sign_in(&m, "jo").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    // Re-authenticate (e.g. "confirm your password" before a sensitive action).
+    let s = m.start(&cookie_headers(&m, &token));
+    let before = s.auth_info().await.unwrap().unwrap();
+    assert_eq!(before.method, "password");
+    s.set_user(Some("jo"), "webauthn").await.unwrap();
+    let token = token_of(&m, &m.finish(&s).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    // 500 ms after creation, but only 250 ms after re-authentication: still alive.
+    let s = m.start(&cookie_headers(&m, &token));
+    assert_eq!(s.user().await.unwrap().as_deref(), Some("jo"));
+    let auth = s.auth_info().await.unwrap().unwrap();
+    assert_eq!(auth.method, "webauthn");
+    assert!(auth.at > before.at);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let s = m.start(&cookie_headers(&m, &token));
+    assert_eq!(s.user().await.unwrap(), None);
+    assert_eq!(store.len(now_millis()).await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn concurrent_writers_to_different_keys_both_persist() {
+    let (m, _) = manager(Config::default());
+    let s = m.start(&HeaderMap::new());
+    s.insert("init", true).await.unwrap();
+    let token = token_of(&m, &m.finish(&s).await.unwrap());
+    // Both load the same version; both write; the second replays on top of the first.
+    let a = m.start(&cookie_headers(&m, &token));
+    let b = m.start(&cookie_headers(&m, &token));
+    a.insert("a", 1).await.unwrap();
+    b.insert("b", 2).await.unwrap();
+    m.finish(&a).await.unwrap();
+    m.finish(&b).await.unwrap();
+    let s: Session = m.start(&cookie_headers(&m, &token));
+    assert_eq!(s.get::<u32>("a").await.unwrap(), Some(1));
+    assert_eq!(s.get::<u32>("b").await.unwrap(), Some(2));
+}
+
+#[tokio::test]
+async fn gc_task_removes_expired_sessions_and_stops_on_shutdown() {
+    let (m, store) = manager(Config {
+        gc_interval: Duration::from_millis(50),
+        ..Config::default()
+    });
+    let now = now_millis();
+    for i in 0..10 {
+        let key = SessionId::generate().unwrap().key();
+        let deadline = if i < 4 { now - 1 } else { now + 60_000 };
+        store
+            .create(&key, &Record::new(now - 10, deadline, now + 60_000))
+            .await
+            .unwrap();
+    }
+    m.spawn_gc();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        store
+            .scan(None, 100, now_millis())
+            .await
+            .unwrap()
+            .records
+            .len(),
+        6
+    );
+    assert_eq!(
+        store.gc(now_millis(), 100).await.unwrap(),
+        0,
+        "the task already removed them"
+    );
+    tokio::time::timeout(Duration::from_secs(2), m.shutdown())
+        .await
+        .expect("GC task stops");
+}
