@@ -109,8 +109,10 @@ fn options() -> RedisOptions {
 }
 
 fn manager(store: Arc<dyn Store>) -> Manager {
-    let mut config = Config::default();
-    config.store_timeout = Duration::from_millis(1500);
+    let config = Config {
+        store_timeout: Duration::from_millis(1500),
+        ..Config::default()
+    };
     Manager::new(store, config).unwrap()
 }
 
