@@ -392,12 +392,7 @@ impl Store for MemoryStore {
     }
 
     async fn scan(&self, cursor: Option<&str>, limit: usize, now: Millis) -> Result<Page> {
-        let after = match cursor {
-            None => None,
-            Some(c) => Some(
-                Key::from_hex(c).ok_or_else(|| Error::Config(format!("bad scan cursor {c:?}")))?,
-            ),
-        };
+        let after = super::key_cursor(cursor)?;
         let limit = limit.max(1);
         let start = after.map(|k| k.0[0] as usize).unwrap_or(0);
         let mut records = Vec::new();

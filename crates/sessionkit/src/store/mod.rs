@@ -131,6 +131,14 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     }
 }
 
+/// Parses the scan cursor of a store that pages in key order (the hex key of the last record of
+/// the previous page; `None` starts the scan). A malformed cursor is a clear error.
+pub fn key_cursor(cursor: Option<&str>) -> Result<Option<Key>> {
+    cursor
+        .map(|c| Key::from_hex(c).ok_or_else(|| Error::Config(format!("bad scan cursor {c:?}"))))
+        .transpose()
+}
+
 /// The URL schemes [`open`] knows, with the cargo feature each needs.
 pub const SCHEMES: &[(&str, &str)] = &[
     ("memory://", "(always available)"),

@@ -563,13 +563,9 @@ impl Store for PostgresStore {
     }
 
     async fn scan(&self, cursor: Option<&str>, limit: usize, now: Millis) -> Result<Page> {
-        let after = match cursor {
-            None => Vec::new(),
-            Some(c) => Key::from_hex(c)
-                .ok_or_else(|| Error::Config(format!("bad scan cursor {c:?}")))?
-                .0
-                .to_vec(),
-        };
+        let after = super::key_cursor(cursor)?
+            .map(|k| k.0.to_vec())
+            .unwrap_or_default();
         let limit = limit.clamp(1, 1 << 20);
         let rows = self
             .query("scan", &self.sql.scan, &[&after, &now, &(limit as i64)])

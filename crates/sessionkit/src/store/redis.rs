@@ -992,12 +992,7 @@ impl Store for RedisStore {
     }
 
     async fn scan(&self, cursor: Option<&str>, limit: usize, now: Millis) -> Result<Page> {
-        let mut after = match cursor {
-            None => None,
-            Some(c) => Some(
-                Key::from_hex(c).ok_or_else(|| Error::Config(format!("bad scan cursor {c:?}")))?,
-            ),
-        };
+        let mut after = super::key_cursor(cursor)?;
         let limit = limit.max(1);
         let mut bucket = after.map(|k| k.0[0] as usize).unwrap_or(0);
         let mut records = Vec::new();
