@@ -100,6 +100,9 @@ async fn two_nodes_share_sessions(store: &str) {
         "202"
     );
 
+    // "End all other sessions" on one node is effective at once on the other.
+    revoke_others_ends_the_other_browser(nodes[0], nodes[1]).await;
+
     // Logout on one node is effective at once on the other.
     let csrf = get(nodes[0], "/whoami", Some(&cookie)).await.csrf();
     let r = post(

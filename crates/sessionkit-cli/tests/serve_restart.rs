@@ -25,6 +25,8 @@ async fn survives_kill_9(store: &str) {
     );
     // The pre-login ID stayed dead across the restart too.
     assert_eq!(get(server.addr, "/whoami", Some(&anon)).await.body, "");
+    // The user index survived the restart: "end all other sessions" works on this store.
+    revoke_others_ends_the_other_browser(server.addr, server.addr).await;
 }
 
 #[tokio::test]

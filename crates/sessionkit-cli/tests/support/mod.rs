@@ -198,6 +198,39 @@ pub async fn login(addr: SocketAddr, cookie: &str, csrf: &str, name: &str) -> St
     r.cookie().expect("login issues a new cookie")
 }
 
+/// Two browsers sign in as one user (on `first` and `second`, which may be different app
+/// processes); the first ends all its other sessions; the second is anonymous on its very next
+/// request while the first stays signed in.
+pub async fn revoke_others_ends_the_other_browser(first: SocketAddr, second: SocketAddr) {
+    let user = format!(
+        "u{}",
+        sessionkit::SessionId::generate().unwrap().key().short()
+    );
+    let (a0, t) = new_session(first).await;
+    let a = login(first, &a0, &t, &user).await;
+    let (b0, t) = new_session(second).await;
+    let b = login(second, &b0, &t, &user).await;
+    assert_eq!(get(second, "/whoami", Some(&b)).await.body, user);
+    let list = get(second, "/sessions", Some(&b)).await;
+    assert_eq!(list.status, 200);
+    assert_eq!(list.body.matches("\"current\"").count(), 2, "{}", list.body);
+    let csrf = get(first, "/whoami", Some(&a)).await.csrf();
+    let r = post(
+        first,
+        "/sessions/revoke-others",
+        Some(&a),
+        &format!("csrf_token={csrf}"),
+    )
+    .await;
+    assert!(
+        r.status == 303 || r.status == 200,
+        "revoke-others: {}",
+        r.status
+    );
+    assert_eq!(get(second, "/whoami", Some(&b)).await.body, "");
+    assert_eq!(get(first, "/whoami", Some(&a)).await.body, user);
+}
+
 /// The demo app served in-process on a free loopback port.
 pub struct App {
     pub addr: SocketAddr,
