@@ -16,6 +16,7 @@ mkdir -p "$out"
 cargo bench -p sessionkit-bench --bench heap 2>&1 | tee "$out/heap.txt"
 cargo bench -p sessionkit-bench --bench store 2>&1 | tee "$out/store.txt"
 cargo bench -p sessionkit-bench --bench http 2>&1 | tee "$out/http.txt"
+cargo bench -p sessionkit-bench --bench backends 2>&1 | tee "$out/backends.txt"
 python3 scripts/plot.py
 echo "load after: $(uptime)" >> "$out/machine.txt"
 date -u >> "$out/machine.txt"

@@ -9,15 +9,26 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::routing::get;
 use axum::Router;
-use sessionkit::{Config, Manager, MemoryStore, Session, SessionLayer};
+use sessionkit::{Config, Manager, MemoryStore, Session, SessionLayer, Store};
 
 /// The sessionkit count page at `/count`, on a fresh [`MemoryStore`] with the default config.
 pub fn sessionkit_count() -> Router {
-    let manager = Manager::new(Arc::new(MemoryStore::new()), Config::default())
-        .expect("default config is valid");
+    sessionkit_count_on(Arc::new(MemoryStore::new()))
+}
+
+/// The sessionkit count page at `/count` on `store`, with the default config, plus `/peek`: a
+/// read-only page showing the count without changing it (for counting a read's round trips).
+pub fn sessionkit_count_on(store: Arc<dyn Store>) -> Router {
+    let manager = Manager::new(store, Config::default()).expect("default config is valid");
     Router::new()
         .route("/count", get(count))
+        .route("/peek", get(peek))
         .layer(SessionLayer::new(manager))
+}
+
+async fn peek(session: Session) -> Result<String, sessionkit::Error> {
+    let n: Option<u64> = session.get("count").await?;
+    Ok(format!("{}\n", n.unwrap_or(0)))
 }
 
 async fn count(session: Session) -> Result<String, sessionkit::Error> {

@@ -1,6 +1,7 @@
 //! Helpers shared by the sessionkit benchmarks: an allocation-counting global allocator, a small
-//! deterministic random source, statistics, the sessionkit side of the HTTP scenarios, and a
-//! bounded HTTP/1.1 load generator for loopback servers.
+//! deterministic random source, statistics, the sessionkit side of the HTTP scenarios, a
+//! bounded HTTP/1.1 load generator for loopback servers, a closed-loop store-operation driver
+//! and a round-trip-counting TCP proxy.
 //!
 //! The comparison subjects that need tower-sessions or dashmap live in `benches/common`, so that
 //! those crates stay dev-only dependencies of this crate.
@@ -10,7 +11,13 @@
 pub mod alloc;
 pub mod apps;
 pub mod loadgen;
+pub mod ops;
+pub mod procs;
+pub mod rtt;
 pub mod stats;
+
+/// The JSON texts of the three small values every benchmark session carries, on every side.
+pub const VALUES: [(&str, &str); 3] = [("user_id", "12345"), ("theme", "\"dark\""), ("count", "7")];
 
 /// A splitmix64 generator: fast, seedable, and good enough to pick keys and make random 256-bit
 /// keys (the real keys are SHA-256 outputs, i.e. uniform bytes).

@@ -117,6 +117,44 @@ async fn connection(plan: &Plan, stop: &AtomicBool, ok: &AtomicU64) -> std::io::
     Ok(())
 }
 
+/// One keep-alive connection sending one request at a time, for scripted sequences (such as
+/// counting store round trips per request) rather than load.
+#[derive(Debug)]
+pub struct Client {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    /// Connects to `addr` (loopback only).
+    pub async fn connect(addr: SocketAddr) -> std::io::Result<Self> {
+        if !addr.ip().is_loopback() {
+            return Err(std::io::Error::other("the client only targets loopback"));
+        }
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(Self {
+            stream,
+            buf: Vec::with_capacity(4096),
+        })
+    }
+
+    /// `GET path`, with `cookie` (a `name=value` pair) if given; returns the status and the
+    /// `name=value` part of the answer's `Set-Cookie`, if any.
+    pub async fn get(
+        &mut self,
+        path: &str,
+        cookie: Option<&str>,
+    ) -> std::io::Result<(u16, Option<String>)> {
+        let request = match cookie {
+            Some(c) => format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: {c}\r\n\r\n"),
+            None => format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"),
+        };
+        self.stream.write_all(request.as_bytes()).await?;
+        read_response(&mut self.stream, &mut self.buf).await
+    }
+}
+
 /// Reads one response; returns its status and the `name=value` part of its `Set-Cookie`.
 async fn read_response(
     stream: &mut TcpStream,

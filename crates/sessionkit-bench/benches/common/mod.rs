@@ -47,8 +47,7 @@ pub trait Subject: Send + Sync + Sized + 'static {
     fn create(&self, l: &mut Self::Local, rng: &mut Rng) -> impl Future<Output = ()> + Send;
 }
 
-/// The JSON texts of the three small values every benchmark session carries.
-pub const VALUES: [(&str, &str); 3] = [("user_id", "12345"), ("theme", "\"dark\""), ("count", "7")];
+pub use sessionkit_bench::VALUES;
 
 /// A sessionkit record with the three values, live for `IDLE_MS` from `now`.
 pub fn sk_record(now: Millis) -> Record {

@@ -1,0 +1,154 @@
+//! The sessionkit side of the `backends` bench, shared with the smoke test: the store-operation
+//! workload and the round-trip count of the count page. The tower-sessions side
+//! (`crates/sessionkit-bench/tower`) mirrors the workload: same session count, same values, same
+//! key choice per worker, same driver.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
+use sessionkit::{now_millis, Key, Millis, Record, Store};
+use sessionkit_bench::loadgen::Client;
+use sessionkit_bench::ops::{drive, OpsOutcome, OpsPlan};
+use sessionkit_bench::rtt::CountingProxy;
+use sessionkit_bench::{Rng, VALUES};
+
+/// Seed of the session keys (the tower side uses the same seed for its ids).
+pub const SEED: u64 = 0x5e55_1017;
+/// Idle deadline of the bench sessions (sessionkit's default idle timeout).
+pub const IDLE_MS: Millis = 30 * 60 * 1000;
+/// The operations, in the order both sides run and print them.
+pub const OPS: [&str; 3] = ["load", "save", "touch"];
+
+/// A record with the three bench values, live for the idle timeout from `now`.
+pub fn record(now: Millis) -> Record {
+    let mut r = Record::new(now, now + IDLE_MS, now + 12 * 3600 * 1000);
+    for (k, v) in VALUES {
+        r.data.set(k, v).expect("small values");
+    }
+    r
+}
+
+/// Makes sure `n` sessions exist in `store` (keys drawn from [`SEED`]; an earlier run's are
+/// reused while they have 20 minutes to live), then drives load, save and touch in turn with
+/// `plan`. Each worker owns the sessions whose index is its number modulo the worker count, so
+/// its compare-and-set saves never conflict.
+pub async fn store_ops(
+    store: Arc<dyn Store>,
+    plan: OpsPlan,
+    n: usize,
+) -> Vec<(&'static str, OpsOutcome)> {
+    let n = n.max(1);
+    let mut rng = Rng::new(SEED);
+    let keys: Arc<Vec<Key>> = Arc::new((0..n).map(|_| Key(rng.bytes32())).collect());
+    let mut versions = Vec::with_capacity(n);
+    let soon = now_millis() + 20 * 60 * 1000;
+    for key in keys.iter() {
+        let fresh = record(now_millis());
+        let v = match store.load(key, now_millis()).await.expect("load") {
+            Some(old) if old.expires_at > soon => old.version,
+            Some(old) => {
+                let mut r = fresh;
+                r.version = old.version + 1;
+                store.save(key, &r, old.version).await.expect("save");
+                r.version
+            }
+            None => {
+                store.create(key, &fresh).await.expect("create");
+                fresh.version
+            }
+        };
+        versions.push(AtomicU64::new(v));
+    }
+    let versions = Arc::new(versions);
+    let base = Arc::new(record(now_millis()));
+    let workers = plan.workers.max(1);
+    let pick = move |w: usize, draw: u64| {
+        let per = (n / workers).max(1) as u64;
+        (w + workers * (draw % per) as usize).min(n - 1)
+    };
+    let mut results = Vec::new();
+    for op in OPS {
+        let (store, keys, versions, base) =
+            (store.clone(), keys.clone(), versions.clone(), base.clone());
+        let out = drive(plan, SEED ^ 1, move |w, draw| {
+            let (store, keys, versions, base) =
+                (store.clone(), keys.clone(), versions.clone(), base.clone());
+            async move {
+                let i = pick(w, draw);
+                let now = now_millis();
+                match op {
+                    "load" => match store.load(&keys[i], now).await {
+                        Ok(Some(_)) => Ok(()),
+                        Ok(None) => Err(format!("session {i} missing")),
+                        Err(e) => Err(e.to_string()),
+                    },
+                    "save" => {
+                        // Each worker owns its sessions, so the version it read is current.
+                        let v = versions[i].load(Relaxed);
+                        let mut r = (*base).clone();
+                        r.version = v + 1;
+                        r.last_access = now;
+                        r.expires_at = now + IDLE_MS;
+                        store
+                            .save(&keys[i], &r, v)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        versions[i].store(v + 1, Relaxed);
+                        Ok(())
+                    }
+                    _ => match store.touch(&keys[i], now, now + IDLE_MS).await {
+                        Ok(true) => Ok(()),
+                        Ok(false) => Err(format!("session {i} missing on touch")),
+                        Err(e) => Err(e.to_string()),
+                    },
+                }
+            }
+        })
+        .await;
+        results.push((op, out));
+    }
+    results
+}
+
+/// Round trips between the app at `app` and its store, counted by `proxy` (which the app's
+/// store URL points at), one request at a time: returns (the first request, which makes the
+/// session; a count request, which writes; a peek request, which only reads). The count and
+/// peek figures are averages over `reqs` requests each, after as many unmeasured ones (so that
+/// pool connections and prepared statements are warm).
+pub async fn count_round_trips(
+    proxy: &CountingProxy,
+    app: SocketAddr,
+    reqs: u64,
+) -> Result<(f64, f64, f64), String> {
+    let reqs = reqs.max(1);
+    let mut c = Client::connect(app).await.map_err(|e| e.to_string())?;
+    let t0 = proxy.round_trips();
+    let (status, cookie) = c.get("/count", None).await.map_err(|e| e.to_string())?;
+    let t1 = proxy.round_trips();
+    let cookie = cookie.ok_or("no Set-Cookie on the first request")?;
+    if status != 200 {
+        return Err(format!("first request: status {status}"));
+    }
+    let mut figures = Vec::new();
+    for path in ["/count", "/peek"] {
+        for measured in [false, true] {
+            let before = proxy.round_trips();
+            for _ in 0..reqs {
+                let (status, _) = c
+                    .get(path, Some(&cookie))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if status != 200 {
+                    return Err(format!("{path}: status {status}"));
+                }
+            }
+            if measured {
+                figures.push((proxy.round_trips() - before) as f64 / reqs as f64);
+            }
+        }
+    }
+    Ok(((t1 - t0) as f64, figures[0], figures[1]))
+}

@@ -1,0 +1,152 @@
+//! A closed-loop driver for store-level operations: `workers` tasks each call one operation
+//! back to back for a fixed time, and the driver reports throughput and latency percentiles.
+//!
+//! Both sides of the durable/shared store benches (sessionkit here, tower-sessions in the
+//! `tower` crate next to this one) run their operations through this one driver, so they are
+//! timed by the same code. The run is bounded by time: a warm-up, then a measured window.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::Rng;
+
+/// How long and how wide to drive an operation.
+#[derive(Clone, Copy, Debug)]
+pub struct OpsPlan {
+    /// Concurrent workers (tasks; the caller sizes the runtime).
+    pub workers: usize,
+    /// Unmeasured warm-up.
+    pub warmup: Duration,
+    /// Measured window.
+    pub measure: Duration,
+}
+
+/// What a driven operation did in the measured window.
+#[derive(Clone, Debug, Default)]
+pub struct OpsOutcome {
+    /// Operations completed.
+    pub ops: u64,
+    /// Length of the window in seconds.
+    pub seconds: f64,
+    /// Median latency in microseconds.
+    pub p50_us: f64,
+    /// 99th-percentile latency in microseconds.
+    pub p99_us: f64,
+    /// Operations that returned an error (any at all makes the run suspect).
+    pub errors: u64,
+}
+
+impl OpsOutcome {
+    /// Operations per second.
+    pub fn rate(&self) -> f64 {
+        self.ops as f64 / self.seconds
+    }
+
+    /// One line: `<ops> <seconds> <p50_us> <p99_us> <errors>`, as the bench processes print it.
+    pub fn to_line(&self) -> String {
+        format!(
+            "{} {:.6} {:.3} {:.3} {}",
+            self.ops, self.seconds, self.p50_us, self.p99_us, self.errors
+        )
+    }
+
+    /// Parses [`to_line`](Self::to_line)'s output.
+    pub fn from_line(line: &str) -> Option<Self> {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() != 5 {
+            return None;
+        }
+        Some(Self {
+            ops: f[0].parse().ok()?,
+            seconds: f[1].parse().ok()?,
+            p50_us: f[2].parse().ok()?,
+            p99_us: f[3].parse().ok()?,
+            errors: f[4].parse().ok()?,
+        })
+    }
+}
+
+/// Latency samples kept per worker; beyond this the run still counts operations but stops
+/// recording latencies, which bounds memory on a fast store.
+const MAX_SAMPLES: usize = 1 << 20;
+
+/// Drives `op(worker, draw)` from `plan.workers` tasks for the warm-up plus the measured window.
+/// `draw` is a fresh random number per call, from a per-worker generator seeded by `seed`, for
+/// the operation to pick its session with (so workers never share a random stream).
+pub async fn drive<F, Fut>(plan: OpsPlan, seed: u64, op: F) -> OpsOutcome
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), String>> + Send,
+{
+    let op = Arc::new(op);
+    let measuring = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for w in 0..plan.workers.max(1) {
+        let (op, measuring, stop) = (op.clone(), measuring.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut rng = Rng::new(seed ^ (w as u64).wrapping_mul(0x9e37_79b9));
+            let mut samples: Vec<u32> = Vec::new();
+            let (mut ops, mut errors) = (0u64, 0u64);
+            while !stop.load(Ordering::Relaxed) {
+                let draw = rng.next_u64();
+                let start = Instant::now();
+                let result = op(w, draw).await;
+                let took = start.elapsed();
+                if measuring.load(Ordering::Relaxed) {
+                    ops += 1;
+                    if result.is_err() {
+                        errors += 1;
+                    }
+                    if samples.len() < MAX_SAMPLES {
+                        samples.push(took.as_nanos().min(u32::MAX as u128) as u32);
+                    }
+                }
+                if let Err(e) = result {
+                    // Print the first few so a broken run says why; then stop early so a dead
+                    // store does not spin for the whole window.
+                    if errors <= 3 {
+                        eprintln!("worker {w}: {e}");
+                    }
+                    if errors > 100 {
+                        break;
+                    }
+                }
+            }
+            (ops, errors, samples)
+        }));
+    }
+    tokio::time::sleep(plan.warmup).await;
+    measuring.store(true, Ordering::Relaxed);
+    let start = Instant::now();
+    tokio::time::sleep(plan.measure).await;
+    // Operations finishing after this point but begun inside the window still count: with
+    // closed-loop workers that is at most one per worker.
+    measuring.store(false, Ordering::Relaxed);
+    let seconds = start.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    let mut out = OpsOutcome {
+        seconds,
+        ..Default::default()
+    };
+    let mut all: Vec<u32> = Vec::new();
+    for t in tasks {
+        let (ops, errors, samples) = t.await.unwrap_or((0, 1, Vec::new()));
+        out.ops += ops;
+        out.errors += errors;
+        all.extend(samples);
+    }
+    all.sort_unstable();
+    let pct = |p: f64| -> f64 {
+        if all.is_empty() {
+            return f64::NAN;
+        }
+        let i = ((all.len() - 1) as f64 * p).round() as usize;
+        f64::from(all[i]) / 1000.0
+    };
+    out.p50_us = pct(0.50);
+    out.p99_us = pct(0.99);
+    out
+}
