@@ -343,10 +343,7 @@ fn driver() {
 }
 
 /// Medians per cell and the sessionkit / tower-sessions ratios.
-fn report(
-    cells: &BTreeMap<Cell, Vec<OpsOutcome>>,
-    http: &HttpRuns,
-) {
+fn report(cells: &BTreeMap<Cell, Vec<OpsOutcome>>, http: &HttpRuns) {
     let med = |v: &[OpsOutcome], f: fn(&OpsOutcome) -> f64| -> f64 {
         median(&v.iter().map(f).collect::<Vec<_>>())
     };

@@ -665,12 +665,20 @@ return {1}
 "#;
 
 // KEYS: rec, x, k. ARGV: member, now, expected version, record fields (4..10).
+// The record is live and no alias, so its hash holds exactly v, e, l, b, d and maybe u, and
+// its key-order entry (k) exists since create: overwrite in place (no DEL and re-create) and
+// leave k alone. Saves are the hot write; every call saved here is server CPU per request.
 const SAVE: &str = r#"
 local cur = redis.call('HMGET', KEYS[1], 'v', 'e', 'a', 'u')
 if not live(cur[2], ARGV[2]) or cur[3] or cur[1] ~= ARGV[3] then return {0} end
-put(KEYS[1], 4)
-redis.call('ZADD', KEYS[2], ARGV[5], ARGV[1])
-redis.call('ZADD', KEYS[3], 0, ARGV[1])
+if ARGV[8] == '1' then
+  redis.call('HSET', KEYS[1], 'v', ARGV[4], 'e', ARGV[5], 'l', ARGV[6], 'b', ARGV[7], 'd', ARGV[10], 'u', ARGV[9])
+else
+  redis.call('HSET', KEYS[1], 'v', ARGV[4], 'e', ARGV[5], 'l', ARGV[6], 'b', ARGV[7], 'd', ARGV[10])
+  if cur[4] then redis.call('HDEL', KEYS[1], 'u') end
+end
+redis.call('PEXPIREAT', KEYS[1], pxat(ARGV[5]))
+if tonumber(ARGV[5]) ~= tonumber(cur[2]) then redis.call('ZADD', KEYS[2], ARGV[5], ARGV[1]) end
 return {1, cur[4]}
 "#;
 

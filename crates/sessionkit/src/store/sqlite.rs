@@ -100,6 +100,11 @@ struct Inner {
     options: Options,
     idle: Mutex<Vec<Connection>>,
     permits: Arc<Semaphore>,
+    /// One writer at a time from this process. SQLite admits one writer per database anyway;
+    /// letting two of our connections race for the lock makes the loser sleep in SQLite's busy
+    /// handler (1 ms, then longer) although the lock is free again after one commit. Queueing
+    /// here hands the lock over at once. Other processes still meet the busy timeout.
+    writer: Arc<Semaphore>,
 }
 
 impl Drop for Inner {
@@ -425,6 +430,7 @@ impl SqliteStore {
             inner: Arc::new(Inner {
                 path,
                 permits: Arc::new(Semaphore::new(options.pool)),
+                writer: Arc::new(Semaphore::new(1)),
                 options,
                 idle: Mutex::new(vec![conn]),
             }),
@@ -434,6 +440,28 @@ impl SqliteStore {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// [`with`](Self::with) for a call that writes: waits for this process's writer turn first.
+    async fn write<T, F>(&self, op: &'static str, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    {
+        let turn = self
+            .inner
+            .writer
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| Error::backend(KIND, op, e))?;
+        // The turn moves into the blocking call, so a caller that gives up (a timeout) does
+        // not hand it on while the write is still running.
+        self.with(op, move |conn| {
+            let _turn = turn;
+            f(conn)
+        })
+        .await
     }
 
     /// Runs `f` on a pooled connection on the blocking thread pool.
@@ -533,7 +561,7 @@ impl Store for SqliteStore {
 
     async fn create(&self, key: &Key, record: &Record) -> Result<()> {
         let (key, record) = (*key, record.clone());
-        self.with("create", move |conn| {
+        self.write("create", move |conn| {
             // Insert-if-absent in one statement: the upsert only overwrites an expired row.
             let n = conn
                 .prepare_cached(
@@ -572,7 +600,7 @@ impl Store for SqliteStore {
 
     async fn save(&self, key: &Key, record: &Record, expected_version: u64) -> Result<()> {
         let (key, record) = (*key, record.clone());
-        self.with("save", move |conn| {
+        self.write("save", move |conn| {
             let n = conn
                 .prepare_cached(
                     "UPDATE sessions SET version = ?3, created = ?4, last_access = ?5,
@@ -605,7 +633,7 @@ impl Store for SqliteStore {
 
     async fn touch(&self, key: &Key, last_access: Millis, expires_at: Millis) -> Result<bool> {
         let key = *key;
-        self.with("touch", move |conn| {
+        self.write("touch", move |conn| {
             let n = conn
                 .prepare_cached(
                     "UPDATE sessions SET last_access = ?2, expires_at = min(?3, absolute_expires_at)
@@ -628,7 +656,7 @@ impl Store for SqliteStore {
         grace_until: Option<Millis>,
     ) -> Result<()> {
         let (old, new, record) = (*old, *new, record.clone());
-        self.with("rotate", move |conn| {
+        self.write("rotate", move |conn| {
             let now = record.last_access;
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -675,7 +703,7 @@ impl Store for SqliteStore {
 
     async fn destroy(&self, key: &Key) -> Result<bool> {
         let key = *key;
-        self.with("destroy", move |conn| {
+        self.write("destroy", move |conn| {
             let n = conn
                 .prepare_cached("DELETE FROM sessions WHERE key = ?1")
                 .map_err(db("destroy"))?
@@ -688,7 +716,7 @@ impl Store for SqliteStore {
 
     async fn gc(&self, now: Millis, limit: usize) -> Result<usize> {
         let limit = limit.min(i64::MAX as usize) as i64;
-        self.with("gc", move |conn| {
+        self.write("gc", move |conn| {
             // The subquery walks the expires_at index from the oldest deadline and stops at
             // `limit`: the cost follows the number of expired rows, not the table size.
             let n = conn
@@ -797,7 +825,7 @@ impl Store for SqliteStore {
 
     async fn destroy_user(&self, user: &str) -> Result<u64> {
         let user = user.to_owned();
-        self.with("destroy_user", move |conn| {
+        self.write("destroy_user", move |conn| {
             let n = conn
                 .prepare_cached("DELETE FROM sessions WHERE user = ?1")
                 .map_err(db("destroy_user"))?
@@ -828,7 +856,7 @@ impl Store for SqliteStore {
 impl crate::testkit::RawAccess for SqliteStore {
     async fn put_raw(&self, key: &Key, bytes: &[u8]) -> Result<()> {
         let (key, bytes) = (*key, bytes.to_vec());
-        self.with("put_raw", move |conn| {
+        self.write("put_raw", move |conn| {
             let far = Millis::MAX / 2;
             let (version, created, last, exp, abs, user) = match Record::decode(&key, &bytes) {
                 Ok(r) => (
