@@ -266,6 +266,21 @@ fn driver() {
         }
     }
 
+    println!("\n== lost updates: 8 connections x 50 count requests on one session ==");
+    for b in &live {
+        for (side, url) in sides(b) {
+            match shared_count(side, b.name, &url, &tower) {
+                Ok((acked, held)) => println!(
+                    "{:<9} {:<15} acknowledged {acked:>4}  count held {held:>4}  lost {:>4}",
+                    b.name,
+                    side.name(),
+                    acked.saturating_sub(held)
+                ),
+                Err(e) => println!("{:<9} {:<15} failed: {e}", b.name, side.name()),
+            }
+        }
+    }
+
     println!(
         "\n== store operations: {rounds} rounds x {secs} s per op, {sessions} sessions, 1 and 2 workers =="
     );
@@ -435,6 +450,22 @@ fn round_trips(
     let _ = child.kill();
     let _ = child.wait();
     drop(proxy);
+    result
+}
+
+/// Runs [`sides::shared_session_count`] against `side`'s server on `url` (unpinned).
+fn shared_count(side: Side, b: &str, url: &str, tower: &Path) -> Result<(u64, u64), String> {
+    let mut cmd = side_command(side, "serve", b, None, false, tower);
+    cmd.arg(url);
+    let (mut child, port) =
+        sessionkit_bench::procs::start_server(cmd).map_err(|e| e.to_string())?;
+    let result = runtime(2).block_on(sides::shared_session_count(
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        8,
+        50,
+    ));
+    let _ = child.kill();
+    let _ = child.wait();
     result
 }
 

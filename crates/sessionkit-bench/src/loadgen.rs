@@ -97,7 +97,7 @@ async fn connection(plan: &Plan, stop: &AtomicBool, ok: &AtomicU64) -> std::io::
     let mut have_cookie = false;
     while !stop.load(Ordering::Relaxed) {
         stream.write_all(&request).await?;
-        let (status, set_cookie) = read_response(&mut stream, &mut buf).await?;
+        let (status, set_cookie, _) = read_response(&mut stream, &mut buf).await?;
         if status != 200 {
             return Err(std::io::Error::other(format!("status {status}")));
         }
@@ -146,6 +146,15 @@ impl Client {
         path: &str,
         cookie: Option<&str>,
     ) -> std::io::Result<(u16, Option<String>)> {
+        self.fetch(path, cookie).await.map(|(s, c, _)| (s, c))
+    }
+
+    /// [`get`](Self::get), also returning the body (lossily decoded as UTF-8).
+    pub async fn fetch(
+        &mut self,
+        path: &str,
+        cookie: Option<&str>,
+    ) -> std::io::Result<(u16, Option<String>, String)> {
         let request = match cookie {
             Some(c) => format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: {c}\r\n\r\n"),
             None => format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"),
@@ -155,11 +164,12 @@ impl Client {
     }
 }
 
-/// Reads one response; returns its status and the `name=value` part of its `Set-Cookie`.
+/// Reads one response; returns its status, the `name=value` part of its `Set-Cookie` and its
+/// body.
 async fn read_response(
     stream: &mut TcpStream,
     buf: &mut Vec<u8>,
-) -> std::io::Result<(u16, Option<String>)> {
+) -> std::io::Result<(u16, Option<String>, String)> {
     loop {
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             let head = std::str::from_utf8(&buf[..end])
@@ -188,8 +198,9 @@ async fn read_response(
             while buf.len() < total {
                 read_more(stream, buf).await?;
             }
+            let body = String::from_utf8_lossy(&buf[end + 4..total]).into_owned();
             buf.drain(..total);
-            return Ok((status, cookie));
+            return Ok((status, cookie, body));
         }
         read_more(stream, buf).await?;
     }

@@ -74,6 +74,10 @@ async fn store_ops_run_on_the_embedded_stores() {
         check(&sides::store_ops(store.clone(), tiny(), 40).await);
         // A second run reuses the sessions the first one made.
         check(&sides::store_ops(store, tiny(), 40).await);
+        // The lost-update pass: with compare-and-set every acknowledged increment is held.
+        let app = serve(&url).await;
+        let (acked, held) = sides::shared_session_count(app, 4, 10).await.unwrap();
+        assert_eq!((acked, held), (41, 41), "{url}");
     }
 }
 

@@ -152,3 +152,52 @@ pub async fn count_round_trips(
     }
     Ok(((t1 - t0) as f64, figures[0], figures[1]))
 }
+
+/// Lost updates: `clients` connections share one session and each makes `each` count requests
+/// at the same time; returns (increments acknowledged with 200, the count the session holds
+/// afterwards). A store with compare-and-set gives equal figures; a last-writer-wins store
+/// loses increments when two requests of one session overlap.
+pub async fn shared_session_count(
+    app: SocketAddr,
+    clients: usize,
+    each: usize,
+) -> Result<(u64, u64), String> {
+    let mut first = Client::connect(app).await.map_err(|e| e.to_string())?;
+    let (status, cookie) = first.get("/count", None).await.map_err(|e| e.to_string())?;
+    let cookie = cookie.ok_or("no Set-Cookie on the first request")?;
+    if status != 200 {
+        return Err(format!("first request: status {status}"));
+    }
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let cookie = cookie.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut c = Client::connect(app).await.map_err(|e| e.to_string())?;
+            let mut ok = 0u64;
+            for _ in 0..each {
+                let (status, _) = c
+                    .get("/count", Some(&cookie))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                ok += u64::from(status == 200);
+            }
+            Ok::<u64, String>(ok)
+        }));
+    }
+    let mut acknowledged = 1; // the first request
+    for t in tasks {
+        acknowledged += t.await.map_err(|e| e.to_string())??;
+    }
+    let (status, _, body) = first
+        .fetch("/peek", Some(&cookie))
+        .await
+        .map_err(|e| e.to_string())?;
+    if status != 200 {
+        return Err(format!("peek: status {status}"));
+    }
+    let held = body
+        .trim()
+        .parse()
+        .map_err(|_| format!("peek answered {body:?}"))?;
+    Ok((acknowledged, held))
+}
