@@ -65,6 +65,30 @@ struct Target {
     url: String,
     shared: bool,
     _dir: Option<Arc<tempfile::TempDir>>,
+    _purge: Option<RedisPurge>,
+}
+
+/// Deletes a private Redis prefix's keys when dropped, even after a failed assertion. The
+/// session records expire on their own, but the per-slot index sets of a prefix have no TTL.
+struct RedisPurge(String);
+
+impl Drop for RedisPurge {
+    fn drop(&mut self) {
+        let url = self.0.clone();
+        // Drop may run inside a runtime: purge on a thread of its own with its own runtime.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                if let Ok(store) = sessionkit::store::redis::RedisStore::open(&url).await {
+                    let _ = store.purge_prefix().await;
+                }
+            });
+        })
+        .join();
+    }
 }
 
 /// Serialises tests on shared servers (Redis, Postgres) so count deltas are exact.
@@ -154,11 +178,13 @@ async fn durable_targets() -> Vec<(Target, Arc<dyn Store>)> {
     }
     for (url, shared, dir) in candidates {
         if let Some(store) = try_open(&url).await {
+            let purge = url.starts_with("redis").then(|| RedisPurge(url.clone()));
             out.push((
                 Target {
                     url,
                     shared,
                     _dir: dir,
+                    _purge: purge,
                 },
                 store,
             ));
@@ -591,6 +617,7 @@ async fn migrate_100k_sqlite_to_redis_and_back() {
         ),
     );
     let redis_url = private_redis_url();
+    let _purge = RedisPurge(redis_url.clone());
     let redis_url = redis_url.as_str();
     let Some(a) = try_open(&a_url).await else {
         return;
