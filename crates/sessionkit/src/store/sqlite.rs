@@ -14,8 +14,16 @@
 //!   crash loses nothing either way), a busy timeout so concurrent processes wait instead of
 //!   failing, and `BEGIN IMMEDIATE` for multi-statement writes so a read never has to be upgraded
 //!   to a write mid-transaction.
-//! - rusqlite is blocking, so every call runs on `tokio::task::spawn_blocking` with a connection
+//! - rusqlite is blocking, so every read runs on `tokio::task::spawn_blocking` with a connection
 //!   taken from a small pool; a semaphore bounds the calls in flight to the pool size.
+//! - Every write goes to one writer thread with a connection of its own, which commits in
+//!   groups: it takes all writes waiting (up to 64), runs each inside its own savepoint within
+//!   one `BEGIN IMMEDIATE` transaction, commits once, and only then answers them. Each write
+//!   keeps its own compare-and-set check and its own outcome (a conflict rolls back to its
+//!   savepoint and leaves the others alone), but a burst of writes from concurrent requests
+//!   pays one commit — one `fsync` with `synchronous=FULL` — instead of one each, and our own
+//!   writers never race each other for SQLite's single write lock (the loser of such a race
+//!   sleeps in SQLite's busy handler). Nothing is acknowledged before its commit is durable.
 //! - The schema is versioned with `PRAGMA user_version` and the file is marked as ours with
 //!   `PRAGMA application_id`; opening a newer schema, a foreign SQLite database or a file that is
 //!   not SQLite at all fails with a clear [`Error::Config`].
@@ -100,11 +108,9 @@ struct Inner {
     options: Options,
     idle: Mutex<Vec<Connection>>,
     permits: Arc<Semaphore>,
-    /// One writer at a time from this process. SQLite admits one writer per database anyway;
-    /// letting two of our connections race for the lock makes the loser sleep in SQLite's busy
-    /// handler (1 ms, then longer) although the lock is free again after one commit. Queueing
-    /// here hands the lock over at once. Other processes still meet the busy timeout.
-    writer: Arc<Semaphore>,
+    /// The group-commit writer (see the module doc); `None` once dropped.
+    writer: Option<std::sync::mpsc::Sender<WriteJob>>,
+    writer_thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Drop for Inner {
@@ -113,14 +119,20 @@ impl Drop for Inner {
         // threads of a multi-threaded runtime. Elsewhere (no runtime, a current-thread one, as
         // in tests that reopen the file at once) close right here.
         let conns = std::mem::take(self.idle.get_mut().unwrap_or_else(|e| e.into_inner()));
-        if conns.is_empty() {
-            return;
-        }
+        // Closing the channel ends the writer thread once it has answered what it holds.
+        drop(self.writer.take());
+        let writer = self.writer_thread.take();
         match tokio::runtime::Handle::try_current() {
             Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
                 drop(h.spawn_blocking(move || drop(conns)));
             }
-            _ => drop(conns),
+            _ => {
+                drop(conns);
+                // Wait for the writer's connection to close too, so the file is ours alone.
+                if let Some(t) = writer {
+                    let _ = t.join();
+                }
+            }
         }
     }
 }
@@ -409,6 +421,62 @@ fn put(conn: &Connection, key: &Key, record: &Record) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// One write for the writer thread: given the connection inside the open group transaction
+/// (or the reason the transaction could not begin), it runs and returns what to do once the
+/// group's commit is known (`Some(message)` if the commit failed).
+type WriteJob =
+    Box<dyn FnOnce(std::result::Result<&mut Connection, &str>) -> WriteDone + Send + 'static>;
+type WriteDone = Box<dyn FnOnce(Option<&str>) + Send + 'static>;
+
+/// Most writes one group commit takes; later ones wait for the next group.
+const MAX_GROUP: usize = 64;
+
+/// The writer thread: group commits until every sender is gone.
+fn run_writer(mut conn: Connection, jobs: std::sync::mpsc::Receiver<WriteJob>) {
+    while let Ok(first) = jobs.recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match jobs.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            let msg = e.to_string();
+            for job in group {
+                job(Err(&msg))(None);
+            }
+            continue;
+        }
+        let done: Vec<WriteDone> = group.into_iter().map(|job| job(Ok(&mut conn))).collect();
+        let commit_error = conn.execute_batch("COMMIT").err().map(|e| {
+            let _ = conn.execute_batch("ROLLBACK");
+            e.to_string()
+        });
+        for d in done {
+            d(commit_error.as_deref());
+        }
+    }
+}
+
+/// Runs one write inside a savepoint of the group transaction: kept if it succeeds, undone
+/// (without touching the rest of the group) if it fails or panics.
+fn in_savepoint<T, F>(conn: &mut Connection, op: &'static str, f: F) -> Result<T>
+where
+    F: FnOnce(&mut Connection) -> Result<T>,
+{
+    conn.execute_batch("SAVEPOINT write").map_err(db(op))?;
+    let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut *conn)))
+        .unwrap_or_else(|_| Err(Error::backend(KIND, op, "the write panicked")));
+    let end = if out.is_ok() {
+        "RELEASE write"
+    } else {
+        "ROLLBACK TO write; RELEASE write"
+    };
+    conn.execute_batch(end).map_err(db(op))?;
+    out
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the database named by an `sqlite://` URL, checks it is a
     /// sessionkit database and migrates its schema.
@@ -418,19 +486,26 @@ impl SqliteStore {
     }
 
     async fn open_path(path: PathBuf, options: Options) -> Result<Self> {
-        let (conn, path, options) = tokio::task::spawn_blocking(move || {
+        let (conn, writer_conn, path, options) = tokio::task::spawn_blocking(move || {
             create_private(&path);
             let mut conn = open_connection(&path, &options)?;
             prepare_schema(&mut conn, &path)?;
-            Ok::<_, Error>((conn, path, options))
+            let writer_conn = open_connection(&path, &options)?;
+            Ok::<_, Error>((conn, writer_conn, path, options))
         })
         .await
         .map_err(|e| Error::backend(KIND, "open", e))??;
+        let (writer, jobs) = std::sync::mpsc::channel();
+        let writer_thread = std::thread::Builder::new()
+            .name("sessionkit-sqlite-writer".into())
+            .spawn(move || run_writer(writer_conn, jobs))
+            .map_err(|e| Error::backend(KIND, "open", e))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 path,
                 permits: Arc::new(Semaphore::new(options.pool)),
-                writer: Arc::new(Semaphore::new(1)),
+                writer: Some(writer),
+                writer_thread: Some(writer_thread),
                 options,
                 idle: Mutex::new(vec![conn]),
             }),
@@ -442,26 +517,40 @@ impl SqliteStore {
         &self.inner.path
     }
 
-    /// [`with`](Self::with) for a call that writes: waits for this process's writer turn first.
+    /// Runs `f` on the writer thread, inside a savepoint of the next group commit; answers once
+    /// that commit is durable (or failed).
     async fn write<T, F>(&self, op: &'static str, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
     {
-        let turn = self
-            .inner
+        let stopped = || Error::backend(KIND, op, "the SQLite writer thread has stopped");
+        let (answer, outcome) = tokio::sync::oneshot::channel::<Result<T>>();
+        let job: WriteJob = Box::new(move |conn| {
+            let conn = match conn {
+                Ok(conn) => conn,
+                Err(e) => {
+                    let _ = answer.send(Err(Error::backend(KIND, op, e.to_owned())));
+                    return Box::new(|_| {});
+                }
+            };
+            let out = in_savepoint(conn, op, f);
+            Box::new(move |commit_error| {
+                let out = match (out, commit_error) {
+                    // The write's own outcome stands if it failed; a good one needs the commit.
+                    (Ok(_), Some(e)) => Err(Error::backend(KIND, op, e.to_owned())),
+                    (out, _) => out,
+                };
+                let _ = answer.send(out);
+            })
+        });
+        self.inner
             .writer
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|e| Error::backend(KIND, op, e))?;
-        // The turn moves into the blocking call, so a caller that gives up (a timeout) does
-        // not hand it on while the write is still running.
-        self.with(op, move |conn| {
-            let _turn = turn;
-            f(conn)
-        })
-        .await
+            .as_ref()
+            .ok_or_else(stopped)?
+            .send(job)
+            .map_err(|_| stopped())?;
+        outcome.await.map_err(|_| stopped())?
     }
 
     /// Runs `f` on a pooled connection on the blocking thread pool.
@@ -658,9 +747,8 @@ impl Store for SqliteStore {
         let (old, new, record) = (*old, *new, record.clone());
         self.write("rotate", move |conn| {
             let now = record.last_access;
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(db("rotate"))?;
+            // Atomic: the writer runs this inside a savepoint of its group transaction.
+            let tx = &*conn;
             let cur: Option<(i64, bool)> = tx
                 .prepare_cached(
                     "SELECT version, alias FROM sessions WHERE key = ?1 AND expires_at > ?2",
@@ -682,12 +770,12 @@ impl Store for SqliteStore {
             if taken {
                 return Err(Error::Exists);
             }
-            put(&tx, &new, &record).map_err(db("rotate"))?;
+            put(tx, &new, &record).map_err(db("rotate"))?;
             match grace_until {
                 Some(until) => {
                     let mut alias = Record::new(now, until, until);
                     alias.extra_mut().successor = Some(new);
-                    put(&tx, &old, &alias).map_err(db("rotate"))?;
+                    put(tx, &old, &alias).map_err(db("rotate"))?;
                 }
                 None => {
                     tx.prepare_cached("DELETE FROM sessions WHERE key = ?1")
@@ -696,7 +784,7 @@ impl Store for SqliteStore {
                         .map_err(db("rotate"))?;
                 }
             }
-            tx.commit().map_err(db("rotate"))
+            Ok(())
         })
         .await
     }
@@ -920,6 +1008,69 @@ mod tests {
         assert!(parse_url("sqlite://").is_err());
         assert!(parse_url("sqlite://x.db?pool=0").is_err());
         assert!(parse_url("sqlite://x.db?nope=1").is_err());
+    }
+
+    /// Many writes land in one group commit; a stale one among them fails alone and the
+    /// others (including a rotation) are kept, each with its own outcome.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn group_commit_keeps_each_writes_own_outcome() {
+        let store = SqliteStore::open(&url(&temp_db("group"))).await.unwrap();
+        let now = crate::record::now_millis();
+        let keys: Vec<Key> = (0..40).map(|_| key()).collect();
+        for k in &keys {
+            store
+                .create(k, &Record::new(now, now + 60_000, now + 60_000))
+                .await
+                .unwrap();
+        }
+        let mut tasks = Vec::new();
+        for (i, k) in keys.iter().enumerate() {
+            let (store, k) = (store.clone(), *k);
+            tasks.push(tokio::spawn(async move {
+                let mut r = Record::new(now, now + 60_000, now + 60_000);
+                r.data.set("i", &i.to_string()).unwrap();
+                r.version = 2;
+                match i % 4 {
+                    // Stale: expects version 7, the row is at 1.
+                    0 => store.save(&k, &r, 7).await,
+                    1 => store.rotate(&k, 1, &key(), &r, None).await,
+                    _ => store.save(&k, &r, 1).await,
+                }
+            }));
+        }
+        let outcomes: Vec<Result<()>> = futures_join(tasks).await;
+        for (i, (k, out)) in keys.iter().zip(&outcomes).enumerate() {
+            let row = store.load(k, now).await.unwrap();
+            match i % 4 {
+                0 => {
+                    assert!(matches!(out, Err(Error::Conflict)), "{i}: {out:?}");
+                    assert_eq!(
+                        row.unwrap().version,
+                        1,
+                        "{i}: a failed write changed the row"
+                    );
+                }
+                1 => {
+                    assert!(out.is_ok(), "{i}: {out:?}");
+                    assert!(row.is_none(), "{i}: the rotated-away key is still live");
+                }
+                _ => {
+                    assert!(out.is_ok(), "{i}: {out:?}");
+                    let row = row.unwrap();
+                    assert_eq!(row.version, 2);
+                    assert_eq!(row.data.get("i"), Some(i.to_string().as_str()));
+                }
+            }
+        }
+        assert_eq!(store.len(now).await.unwrap(), 40);
+    }
+
+    async fn futures_join<T: Send + 'static>(tasks: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
+        let mut out = Vec::with_capacity(tasks.len());
+        for t in tasks {
+            out.push(t.await.unwrap());
+        }
+        out
     }
 
     #[tokio::test]
