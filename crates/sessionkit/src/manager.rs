@@ -7,6 +7,7 @@
 
 use std::future::Future;
 use std::sync::{Arc, Mutex, Weak};
+use std::task::Poll;
 use std::time::Duration;
 
 use http::HeaderMap;
@@ -141,14 +142,30 @@ impl Manager {
         let after = self.inner.config.store_timeout;
         let store = self.inner.store.kind();
         let span = tracing::debug_span!("store_call", store, op);
-        let started = std::time::Instant::now();
-        let result = match tokio::time::timeout(after, fut).instrument(span).await {
-            Ok(r) => r,
-            Err(_) => Err(Error::Timeout { store, op, after }),
+        // Without the `metrics` feature nobody reads the latency, so the clock is not read.
+        let started = metrics::ENABLED.then(std::time::Instant::now);
+        let mut fut = std::pin::pin!(fut.instrument(span));
+        // Poll once before arming the timer: the memory store (and any answer that needs no
+        // I/O) is ready at once, and then the timer's clock read and runtime-handle lookup are
+        // pure overhead on every request. A store that is not ready gets the timeout as before;
+        // a first poll cannot be interrupted by a timer anyway, so no deadline is lost.
+        let first = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await;
+        let result = match first {
+            Poll::Ready(r) => r,
+            Poll::Pending => {
+                // Count the first poll against the budget when its start time is known.
+                let left = started.map_or(after, |s| after.saturating_sub(s.elapsed()));
+                match tokio::time::timeout(left, fut).await {
+                    Ok(r) => r,
+                    Err(_) => Err(Error::Timeout { store, op, after }),
+                }
+            }
         };
         // Conflict and Exists are answers, not failures.
         let ok = matches!(result, Ok(_) | Err(Error::Conflict) | Err(Error::Exists));
-        metrics::store_call(store, op, started.elapsed(), ok);
+        if let Some(started) = started {
+            metrics::store_call(store, op, started.elapsed(), ok);
+        }
         result
     }
 
