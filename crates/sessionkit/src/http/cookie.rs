@@ -22,36 +22,40 @@ use crate::record::{now_millis, Record};
 /// plus `Cache-Control: no-store` whenever a token is sent, so no shared cache keeps it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SessionHeaders {
-    headers: Vec<(HeaderName, HeaderValue)>,
+    // The token header; `Cache-Control: no-store` always goes with it, so it is not stored
+    // (and a response needs no vector allocated for two headers).
+    token: Option<(HeaderName, HeaderValue)>,
 }
+
+static CACHE_CONTROL_NAME: HeaderName = CACHE_CONTROL;
+static NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 
 impl SessionHeaders {
     /// True if there is nothing to add.
     pub fn is_empty(&self) -> bool {
-        self.headers.is_empty()
+        self.token.is_none()
     }
 
     /// The headers to add.
     pub fn iter(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
-        self.headers.iter().map(|(n, v)| (n, v))
+        self.token
+            .iter()
+            .flat_map(|(n, v)| [(n, v), (&CACHE_CONTROL_NAME, &NO_STORE)])
     }
 
     /// The `Set-Cookie` value, if any.
     pub fn set_cookie(&self) -> Option<&HeaderValue> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == SET_COOKIE)
+        self.token
+            .as_ref()
+            .filter(|(n, _)| n == SET_COOKIE)
             .map(|(_, v)| v)
     }
 
     /// Adds the headers to a response's header map.
     pub fn apply_to(self, headers: &mut HeaderMap) {
-        for (name, value) in self.headers {
-            if name == CACHE_CONTROL {
-                headers.insert(name, value);
-            } else {
-                headers.append(name, value);
-            }
+        if let Some((name, value)) = self.token {
+            headers.append(name, value);
+            headers.insert(CACHE_CONTROL, NO_STORE.clone());
         }
     }
 }
@@ -237,10 +241,7 @@ fn with_no_store((name, value): (HeaderName, String)) -> SessionHeaders {
     let value = HeaderValue::from_maybe_shared(bytes::Bytes::from(value))
         .expect("cookie line is visible ASCII");
     SessionHeaders {
-        headers: vec![
-            (name, value),
-            (CACHE_CONTROL, HeaderValue::from_static("no-store")),
-        ],
+        token: Some((name, value)),
     }
 }
 
