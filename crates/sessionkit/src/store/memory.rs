@@ -1,10 +1,10 @@
 //! [`MemoryStore`]: the in-process store.
 //!
 //! The classic memory provider, made concurrent and bounded: 256 shards chosen by the first byte
-//! of the (already uniformly random) key, each a hash map plus an expiry index ordered by
+//! of the (already uniformly random) key, each a hash table plus an expiry index ordered by
 //! deadline, so a GC pass visits only entries that are due. Locks are plain `RwLock`s that are
-//! never held across an `.await` (no method here awaits). Because shards split the key space by
-//! prefix, a scan in key order needs no global index.
+//! never held across an `.await` (only `gc` awaits, between lock holds). Because shards split
+//! the key space by prefix, a scan in key order needs no global index.
 //!
 //! The expiry index is lazy: each session has exactly one index entry, filed under a *lower
 //! bound* of its deadline. A save or touch that moves the deadline later (nearly all of them)
@@ -191,6 +191,54 @@ impl MemoryStore {
                 users.remove(user);
             }
         }
+    }
+
+    /// One hold of `shard`'s write lock during GC: pops due index entries, removes expired
+    /// records into `gone` (freed by the caller after the lock is released) and re-files live
+    /// ones under their real deadline. Re-filed entries do not count against `limit` (the
+    /// contract counts removals), so the lock is also given up after `GC_LOCK_SPAN` entries of
+    /// either kind. Returns true if entries may still be due.
+    fn gc_span(
+        &self,
+        shard: &RwLock<Shard>,
+        now: Millis,
+        limit: usize,
+        removed: &mut usize,
+        gone: &mut Vec<Box<Stored>>,
+    ) -> bool {
+        let mut s = shard.write().unwrap_or_else(|e| e.into_inner());
+        let Shard {
+            map,
+            expiry,
+            aliases,
+        } = &mut *s;
+        for _ in 0..GC_LOCK_SPAN {
+            if *removed >= limit {
+                return false;
+            }
+            match expiry.first() {
+                Some(&(t, _)) if t <= now => {}
+                _ => return false,
+            }
+            let (_, key) = expiry.pop_first().expect("just seen");
+            match map.entry(&key) {
+                Some(e) if e.get().record.is_expired(now) => {
+                    let (old, _) = e.remove();
+                    *aliases -= old.record.successor().is_some() as usize;
+                    gone.push(old);
+                    *removed += 1;
+                }
+                Some(mut e) => {
+                    // Still live: its deadline moved on since it was filed. The new entry lies
+                    // after `now`, so this pass does not meet it again.
+                    let stored = e.get_mut();
+                    stored.filed = stored.record.expires_at;
+                    expiry.insert((stored.filed, key));
+                }
+                None => debug_assert!(false, "expiry index names a missing record"),
+            }
+        }
+        true
     }
 }
 
@@ -440,49 +488,14 @@ impl Store for MemoryStore {
             }
             let mut more = true;
             while more && removed < limit {
-                let mut s = shard.write().unwrap_or_else(|e| e.into_inner());
-                let Shard {
-                    map,
-                    expiry,
-                    aliases,
-                } = &mut *s;
-                // Re-filed entries do not count against `limit` (the contract counts removals),
-                // so the lock is also given up after `GC_LOCK_SPAN` entries of either kind.
-                let mut visited = 0;
-                more = false;
-                while removed < limit {
-                    if visited == GC_LOCK_SPAN {
-                        more = true;
-                        break;
-                    }
-                    match expiry.first() {
-                        Some(&(t, _)) if t <= now => {}
-                        _ => break,
-                    }
-                    visited += 1;
-                    let (_, key) = expiry.pop_first().expect("just seen");
-                    match map.entry(&key) {
-                        Some(e) if e.get().record.is_expired(now) => {
-                            let (old, _) = e.remove();
-                            *aliases -= old.record.successor().is_some() as usize;
-                            gone.push(old);
-                            removed += 1;
-                        }
-                        Some(mut e) => {
-                            // Still live: its deadline moved on since it was filed. The new
-                            // entry lies after `now`, so this pass does not meet it again.
-                            let stored = e.get_mut();
-                            stored.filed = stored.record.expires_at;
-                            expiry.insert((stored.filed, key));
-                        }
-                        None => {
-                            debug_assert!(false, "expiry index names a missing record");
-                        }
-                    }
-                }
-                drop(s);
+                more = self.gc_span(shard, now, limit, &mut removed, &mut gone);
                 for old in gone.drain(..) {
                     self.index_user(old.record.user.as_deref(), &old.key, false);
+                }
+                if more {
+                    // A long run of due entries (a burst of expiries, or many live sessions
+                    // re-filed at once): let other tasks on this thread run between spans.
+                    tokio::task::yield_now().await;
                 }
             }
         }
