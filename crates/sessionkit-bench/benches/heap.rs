@@ -8,7 +8,10 @@
 //!    `retain` scans the DashMap baseline and the tower-sessions layout would need; the
 //!    tower-sessions store itself never deletes expired sessions);
 //! 3. allocations per store operation and per HTTP request (the count page, driven in-process
-//!    through the axum router, so hyper's own parsing is not included).
+//!    through the axum router, so hyper's own parsing is not included);
+//! 4. the worst case of the memory store's lazy expiry index: a GC pass that finds every live
+//!    session's index entry due (each was saved with a later deadline since it was filed) and
+//!    re-files them all, next to the same pass when the entries are exact.
 //!
 //! `cargo bench -p sessionkit-bench --bench heap`; writes `bench-results/scaling.csv` (in the
 //! crate directory) for `scripts/plot.py`. `SKB_QUICK=1` stops at 100k sessions.
@@ -172,6 +175,42 @@ fn in_child(which: &str, n: usize) -> (f64, f64) {
     (v[0], v[1])
 }
 
+/// GC pass time in ms over `n` sessions with 1% expired, when every live session was saved
+/// once with a later deadline after it was filed (`stale`) or filed under its real deadline.
+async fn gc_refile_pass(n: usize, stale: bool) -> f64 {
+    let store = sessionkit::MemoryStore::new();
+    let now = now_millis();
+    let mut rng = Rng::new(21);
+    let keys: Vec<Key> = (0..n).map(|_| Key(rng.bytes32())).collect();
+    let (filed, real) = (now + 1_000, now + 5_000);
+    let gc_at = now + 2_000;
+    for (i, k) in keys.iter().enumerate() {
+        let mut r = sk_record(now);
+        r.expires_at = if i % 100 == 0 {
+            now + 500
+        } else if stale {
+            filed
+        } else {
+            real
+        };
+        store.create(k, &r).await.unwrap();
+    }
+    if stale {
+        for (i, k) in keys.iter().enumerate() {
+            if i % 100 != 0 {
+                let mut r = sk_record(now);
+                r.version = 2;
+                r.expires_at = real;
+                store.save(k, &r, 1).await.unwrap();
+            }
+        }
+    }
+    let batch = sessionkit::Config::default().gc_batch;
+    let start = Instant::now();
+    while store.gc(gc_at, batch).await.unwrap() == batch {}
+    start.elapsed().as_secs_f64() * 1e3
+}
+
 /// The count page requests that `profile` mode repeats (run it under callgrind with
 /// `--toggle-collect='*profile_loop*'` to get instructions per request).
 async fn profile_loop(app: &mut Router, cookie: Option<&str>, reps: u64) {
@@ -306,6 +345,17 @@ fn main() {
             let mut f = std::fs::File::create(dir.join("scaling.csv")).unwrap();
             f.write_all(csv.as_bytes()).unwrap();
             println!("wrote {}", dir.join("scaling.csv").display());
+        }
+
+        println!("\n== lazy expiry index, worst case: every live session re-filed in one pass ==");
+        for &n in sizes.iter().filter(|&&n| n == 100_000 || n == 1_000_000) {
+            let exact = gc_refile_pass(n, false).await;
+            let stale = gc_refile_pass(n, true).await;
+            println!(
+                "{n:>9} sessions, 1% expired: pass {exact:.2} ms with exact entries, \
+                 {stale:.2} ms when all {} live ones are due and re-filed",
+                n - n / 100
+            );
         }
 
         println!("\n== allocations per operation (100k sessions) ==");

@@ -77,7 +77,7 @@ impl SessionId {
     }
 
     /// The textual form, written into `buf` without allocating.
-    fn encode_into<'a>(&self, buf: &'a mut [u8; ID_LEN + 1]) -> &'a str {
+    pub(crate) fn encode_into<'a>(&self, buf: &'a mut [u8; ID_LEN + 1]) -> &'a str {
         let n = URL_SAFE_NO_PAD
             .encode_slice(self.0, &mut buf[..])
             .expect("43 bytes of output fit in 44");

@@ -7,6 +7,7 @@
 
 use std::future::Future;
 use std::sync::{Arc, Mutex, Weak};
+use std::task::Poll;
 use std::time::Duration;
 
 use http::HeaderMap;
@@ -18,7 +19,7 @@ use crate::http::cookie::{self, SessionHeaders};
 use crate::id::{Key, SessionId};
 use crate::metrics;
 use crate::record::{now_millis, Millis, Record};
-use crate::session::{Current, Inner, Session, State};
+use crate::session::{Base, Current, Inner, Session, State};
 use crate::store::Store;
 
 /// The session manager: built once, cloned freely (it is an `Arc` inside).
@@ -141,14 +142,30 @@ impl Manager {
         let after = self.inner.config.store_timeout;
         let store = self.inner.store.kind();
         let span = tracing::debug_span!("store_call", store, op);
-        let started = std::time::Instant::now();
-        let result = match tokio::time::timeout(after, fut).instrument(span).await {
-            Ok(r) => r,
-            Err(_) => Err(Error::Timeout { store, op, after }),
+        // Without the `metrics` feature nobody reads the latency, so the clock is not read.
+        let started = metrics::ENABLED.then(std::time::Instant::now);
+        let mut fut = std::pin::pin!(fut.instrument(span));
+        // Poll once before arming the timer: the memory store (and any answer that needs no
+        // I/O) is ready at once, and then the timer's clock read and runtime-handle lookup are
+        // pure overhead on every request. A store that is not ready gets the timeout as before;
+        // a first poll cannot be interrupted by a timer anyway, so no deadline is lost.
+        let first = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await;
+        let result = match first {
+            Poll::Ready(r) => r,
+            Poll::Pending => {
+                // Count the first poll against the budget when its start time is known.
+                let left = started.map_or(after, |s| after.saturating_sub(s.elapsed()));
+                match tokio::time::timeout(left, fut).await {
+                    Ok(r) => r,
+                    Err(_) => Err(Error::Timeout { store, op, after }),
+                }
+            }
         };
         // Conflict and Exists are answers, not failures.
         let ok = matches!(result, Ok(_) | Err(Error::Conflict) | Err(Error::Exists));
-        metrics::store_call(store, op, started.elapsed(), ok);
+        if let Some(started) = started {
+            metrics::store_call(store, op, started.elapsed(), ok);
+        }
         result
     }
 
@@ -234,26 +251,26 @@ impl Manager {
                 return Ok(());
             }
             tracing::debug!(key = %key.short(), "request used the previous id inside its grace window");
-            st.view = target.clone();
             st.current = Some(Current {
                 id: id.clone(),
                 key: next,
-                base: target,
+                base: Base::of(&target),
                 read_only: true,
             });
+            st.view = target;
             return Ok(());
         }
         if !self.is_live(&record, now) {
             return Ok(());
         }
         metrics::loaded();
-        st.view = record.clone();
         st.current = Some(Current {
             id: id.clone(),
             key,
-            base: record,
+            base: Base::of(&record),
             read_only: false,
         });
+        st.view = record;
         Ok(())
     }
 
@@ -323,8 +340,7 @@ impl Manager {
 
         let c = &self.inner.config;
         let periodic = c.rotate_after.is_some_and(|after| {
-            current.base.user.is_some()
-                && now.saturating_sub(current.base.id_issued) >= millis(after)
+            current.base.signed_in && now.saturating_sub(current.base.id_issued) >= millis(after)
         });
         if st.ops.is_empty() && !st.cycle && !periodic {
             if now.saturating_sub(current.base.last_access) >= millis(c.touch_interval) {
@@ -345,26 +361,29 @@ impl Manager {
                 .saturating_add(ALIAS_LINGER)
         });
         let mut key = current.key;
-        let mut base = current.base;
+        let mut version = current.base.version;
+        // The record that won the last lost race, once there was one.
+        let mut fresh: Option<Record> = None;
         // Writers to the same session in this process queue here, so compare-and-set conflicts
         // come only from other processes. Without it, on a store with real round trips, a
         // loser backing off keeps losing to fresh requests that never wait (starvation).
         let _turn = self.inner.write_turns[key.0[1] as usize].lock().await;
         for attempt in 0..c.max_retries {
-            // The request's view is `base` with its operations already applied (each was applied
-            // as it was recorded), so the first attempt saves it as is instead of cloning the
-            // base and replaying; after a lost race the operations are replayed on fresher data.
-            // The saved record becomes the view again below.
-            let mut record = if attempt == 0 {
-                std::mem::replace(&mut st.view, Record::new(0, 0, 0))
-            } else {
-                let mut record = base.clone();
-                for op in &st.ops {
-                    op.apply(&mut record)?;
+            // The request's view is the loaded record with its operations already applied (each
+            // was applied as it was recorded), so the first attempt saves it as is; after a lost
+            // race the operations are replayed on the winner's record. The saved record becomes
+            // the view again below.
+            let mut record = match &fresh {
+                None => std::mem::replace(&mut st.view, Record::new(0, 0, 0)),
+                Some(base) => {
+                    let mut record = base.clone();
+                    for op in &st.ops {
+                        op.apply(&mut record)?;
+                    }
+                    record
                 }
-                record
             };
-            record.version = base.version + 1;
+            record.version = version + 1;
             record.last_access = now;
             record.expires_at = now
                 .saturating_add(millis(c.idle_timeout))
@@ -374,12 +393,12 @@ impl Manager {
                 let id = SessionId::generate()?;
                 self.call(
                     "rotate",
-                    store.rotate(&key, base.version, &id.key(), &record, grace),
+                    store.rotate(&key, version, &id.key(), &record, grace),
                 )
                 .await
                 .map(|()| Some(id))
             } else {
-                self.call("save", store.save(&key, &record, base.version))
+                self.call("save", store.save(&key, &record, version))
                     .await
                     .map(|()| None)
             };
@@ -401,13 +420,13 @@ impl Manager {
                 Err(e) => return Err(e),
             }
             // Lost the race: reload and replay on what the winner wrote.
-            let Some(fresh) = self.call("load", store.load(&key, now)).await? else {
+            let Some(winner) = self.call("load", store.load(&key, now)).await? else {
                 // Destroyed (logout) or rotated away by a privilege change meanwhile: never bring
                 // it back, and send no cookie either: a removal here could arrive after the
                 // login response and wipe the browser's new session.
                 return Ok(SessionHeaders::default());
             };
-            if let Some(next) = fresh.successor().copied() {
+            let base = if let Some(next) = winner.successor().copied() {
                 // Rotated by a concurrent request while this one was in flight: follow the
                 // session to its new key so these writes are not lost. A periodic rotation is
                 // already done (the winner's); a privilege change still rotates the new key.
@@ -415,12 +434,14 @@ impl Manager {
                 grace = None;
                 key = next;
                 match self.call("load", store.load(&key, now)).await? {
-                    Some(r) => base = r,
+                    Some(r) => r,
                     None => return Ok(SessionHeaders::default()),
                 }
             } else {
-                base = fresh;
-            }
+                winner
+            };
+            version = base.version;
+            fresh = Some(base);
             if attempt == 0 {
                 tokio::task::yield_now().await;
             } else {

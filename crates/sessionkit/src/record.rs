@@ -27,10 +27,24 @@ pub fn now_millis() -> Millis {
 ///
 /// Sessions hold a handful of small values, so a packed buffer (one allocation, linear lookup)
 /// beats a map on both memory and speed; values stay JSON so any serde type fits.
-#[derive(Clone, Default, PartialEq, Eq)]
+#[derive(Default, PartialEq, Eq)]
 pub struct Data {
     // Entries as (u16 key length, key bytes, u32 value length, value bytes), in insertion order.
     buf: Vec<u8>,
+}
+
+// By hand for `clone_from`: the memory store copies each save into the stored record, and
+// reusing its buffer saves an allocation and a free per save.
+impl Clone for Data {
+    fn clone(&self) -> Self {
+        Self {
+            buf: self.buf.clone(),
+        }
+    }
+
+    fn clone_from(&mut self, source: &Self) {
+        self.buf.clone_from(&source.buf);
+    }
 }
 
 impl Data {
@@ -194,7 +208,7 @@ pub struct Extra {
 }
 
 /// A stored session.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct Record {
     /// The key/value data.
     pub data: Data,
@@ -216,6 +230,50 @@ pub struct Record {
     pub version: u64,
     /// Rarely set fields.
     pub extra: Option<Box<Extra>>,
+}
+
+// By hand for `clone_from`, which reuses the data buffer and strings of the target (see `Data`).
+impl Clone for Record {
+    fn clone(&self) -> Self {
+        Self {
+            data: self.data.clone(),
+            created: self.created,
+            last_access: self.last_access,
+            expires_at: self.expires_at,
+            absolute_expires_at: self.absolute_expires_at,
+            id_issued: self.id_issued,
+            user: self.user.clone(),
+            csrf: self.csrf.clone(),
+            version: self.version,
+            extra: self.extra.clone(),
+        }
+    }
+
+    fn clone_from(&mut self, source: &Self) {
+        // Destructured so that a new field cannot be forgotten here.
+        let Self {
+            data,
+            created,
+            last_access,
+            expires_at,
+            absolute_expires_at,
+            id_issued,
+            user,
+            csrf,
+            version,
+            extra,
+        } = source;
+        self.data.clone_from(data);
+        self.created = *created;
+        self.last_access = *last_access;
+        self.expires_at = *expires_at;
+        self.absolute_expires_at = *absolute_expires_at;
+        self.id_issued = *id_issued;
+        self.user.clone_from(user);
+        self.csrf.clone_from(csrf);
+        self.version = *version;
+        self.extra.clone_from(extra);
+    }
 }
 
 impl Record {

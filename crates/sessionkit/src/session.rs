@@ -18,7 +18,6 @@ use crate::manager::Manager;
 use crate::record::{AuthInfo, Millis, Record};
 
 /// A recorded change, replayable on a fresher copy of the record.
-#[derive(Clone)]
 pub(crate) enum Op {
     Set(String, String),
     Remove(String),
@@ -30,7 +29,10 @@ pub(crate) enum Op {
     Device(Option<String>, Option<String>),
 }
 
-pub(crate) type UpdateFn = Arc<dyn Fn(Option<&str>) -> Result<String> + Send + Sync>;
+/// `f(key, current JSON)` → new JSON. Boxed, not shared: an operation is only ever replayed
+/// by its own request. The key is passed in rather than captured, so a typical closure (which
+/// captures nothing) needs no allocation at all.
+pub(crate) type UpdateFn = Box<dyn Fn(&str, Option<&str>) -> Result<String> + Send + Sync>;
 
 impl Op {
     /// Applies the operation to `record`. For `Csrf`, an existing token wins (another request may
@@ -42,7 +44,7 @@ impl Op {
                 record.data.remove(k);
             }
             Op::Update(k, f) => {
-                let new = f(record.data.get(k))?;
+                let new = f(k, record.data.get(k))?;
                 record.data.set(k, &new)?;
             }
             Op::Clear => record.data.clear(),
@@ -72,10 +74,34 @@ impl Op {
 pub(crate) struct Current {
     pub(crate) id: SessionId,
     pub(crate) key: Key,
-    /// The record as loaded (base for compare-and-set).
-    pub(crate) base: Record,
+    /// What `finish` needs of the record as loaded; the record itself became the view.
+    pub(crate) base: Base,
     /// Loaded through a rotation alias inside its grace window: reads only.
     pub(crate) read_only: bool,
+}
+
+/// The loaded record's compare-and-set version and the fields that decide whether `finish`
+/// touches or rotates. Kept instead of a second copy of the record: after a lost race the
+/// operations are replayed on a freshly loaded record, never on this one.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Base {
+    pub(crate) version: u64,
+    pub(crate) last_access: Millis,
+    pub(crate) id_issued: Millis,
+    pub(crate) absolute_expires_at: Millis,
+    pub(crate) signed_in: bool,
+}
+
+impl Base {
+    pub(crate) fn of(record: &Record) -> Self {
+        Self {
+            version: record.version,
+            last_access: record.last_access,
+            id_issued: record.id_issued,
+            absolute_expires_at: record.absolute_expires_at,
+            signed_in: record.user.is_some(),
+        }
+    }
 }
 
 pub(crate) struct State {
@@ -207,13 +233,12 @@ impl Session {
         T: Serialize + DeserializeOwned,
         F: Fn(Option<T>) -> T + Send + Sync + 'static,
     {
-        let name = key.to_owned();
-        let func: UpdateFn = Arc::new(move |cur: Option<&str>| {
+        let func: UpdateFn = Box::new(move |name: &str, cur: Option<&str>| {
             let old = cur
                 .map(serde_json::from_str::<T>)
                 .transpose()
-                .map_err(|e| value_err(&name, e))?;
-            serde_json::to_string(&f(old)).map_err(|e| value_err(&name, e))
+                .map_err(|e| value_err(name, e))?;
+            serde_json::to_string(&f(old)).map_err(|e| value_err(name, e))
         });
         let mut st = self.state().await?;
         Self::record(&mut st, Op::Update(key.to_owned(), func))?;

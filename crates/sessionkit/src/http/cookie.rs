@@ -5,8 +5,6 @@
 //! cookie repeats the original's `Path`, `Domain`, `Secure` and `SameSite`, or browsers would keep
 //! the old one.
 
-use std::fmt::Write;
-
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use hmac::{Hmac, Mac};
@@ -16,7 +14,7 @@ use http::header::{AUTHORIZATION, CACHE_CONTROL, COOKIE, SET_COOKIE};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::config::{SameSite, Transport};
-use crate::id::SessionId;
+use crate::id::{SessionId, ID_LEN};
 use crate::manager::Manager;
 use crate::record::{now_millis, Record};
 
@@ -24,36 +22,40 @@ use crate::record::{now_millis, Record};
 /// plus `Cache-Control: no-store` whenever a token is sent, so no shared cache keeps it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SessionHeaders {
-    headers: Vec<(HeaderName, HeaderValue)>,
+    // The token header; `Cache-Control: no-store` always goes with it, so it is not stored
+    // (and a response needs no vector allocated for two headers).
+    token: Option<(HeaderName, HeaderValue)>,
 }
+
+static CACHE_CONTROL_NAME: HeaderName = CACHE_CONTROL;
+static NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 
 impl SessionHeaders {
     /// True if there is nothing to add.
     pub fn is_empty(&self) -> bool {
-        self.headers.is_empty()
+        self.token.is_none()
     }
 
     /// The headers to add.
     pub fn iter(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
-        self.headers.iter().map(|(n, v)| (n, v))
+        self.token
+            .iter()
+            .flat_map(|(n, v)| [(n, v), (&CACHE_CONTROL_NAME, &NO_STORE)])
     }
 
     /// The `Set-Cookie` value, if any.
     pub fn set_cookie(&self) -> Option<&HeaderValue> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == SET_COOKIE)
+        self.token
+            .as_ref()
+            .filter(|(n, _)| n == SET_COOKIE)
             .map(|(_, v)| v)
     }
 
     /// Adds the headers to a response's header map.
     pub fn apply_to(self, headers: &mut HeaderMap) {
-        for (name, value) in self.headers {
-            if name == CACHE_CONTROL {
-                headers.insert(name, value);
-            } else {
-                headers.append(name, value);
-            }
+        if let Some((name, value)) = self.token {
+            headers.append(name, value);
+            headers.insert(CACHE_CONTROL, NO_STORE.clone());
         }
     }
 }
@@ -121,18 +123,34 @@ fn scan_token(manager: &Manager, headers: &HeaderMap) -> (Option<SessionId>, boo
 
 type HmacSha256 = Hmac<Sha256>;
 
+/// Longest token: 43 characters of ID, a dot and 43 of MAC tag.
+const TOKEN_MAX: usize = ID_LEN + 1 + 43;
+
 /// The token a client holds: the ID, or `<id>.<mac>` when signing keys are configured.
-pub(crate) fn encode_token(manager: &Manager, id: &SessionId) -> String {
-    let text = id.to_string();
-    match manager.config().signing_keys.first() {
-        None => text,
+#[cfg(test)]
+fn encode_token(manager: &Manager, id: &SessionId) -> String {
+    token_into(manager, id, &mut [0; TOKEN_MAX + 1]).to_owned()
+}
+
+/// The token a client holds (the ID, or `<id>.<mac>` when signing keys are configured), written
+/// into a stack buffer: the per-response path allocates only the header value.
+fn token_into<'a>(manager: &Manager, id: &SessionId, buf: &'a mut [u8; TOKEN_MAX + 1]) -> &'a str {
+    let mut text = [0u8; ID_LEN + 1];
+    let text = id.encode_into(&mut text).as_bytes();
+    buf[..ID_LEN].copy_from_slice(text);
+    let len = match manager.config().signing_keys.first() {
+        None => ID_LEN,
         Some(key) => {
             let mut mac = HmacSha256::new_from_slice(key.bytes()).expect("HMAC takes any key size");
-            mac.update(text.as_bytes());
-            let tag = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
-            format!("{text}.{tag}")
+            mac.update(text);
+            buf[ID_LEN] = b'.';
+            let n = URL_SAFE_NO_PAD
+                .encode_slice(mac.finalize().into_bytes(), &mut buf[ID_LEN + 1..])
+                .expect("a 32-byte tag is 43 characters");
+            ID_LEN + 1 + n
         }
-    }
+    };
+    std::str::from_utf8(&buf[..len]).expect("base64url and '.' are ASCII")
 }
 
 /// One token on its own, outside a request (tools, tests): nothing is logged.
@@ -152,10 +170,10 @@ fn verify_token(manager: &Manager, token: &[u8], bad: &mut u32) -> Option<Sessio
         *bad = bad.saturating_add(1);
         None
     };
-    if token.len() != crate::id::ID_LEN + 1 + 43 || token[crate::id::ID_LEN] != b'.' {
+    if token.len() != TOKEN_MAX || token[ID_LEN] != b'.' {
         return tampered();
     }
-    let (id_text, tag_text) = (&token[..crate::id::ID_LEN], &token[crate::id::ID_LEN + 1..]);
+    let (id_text, tag_text) = (&token[..ID_LEN], &token[ID_LEN + 1..]);
     let mut tag = [0u8; 33];
     let Ok(32) = URL_SAFE_NO_PAD.decode_slice(tag_text, &mut tag) else {
         return tampered();
@@ -190,7 +208,8 @@ fn trim(mut s: &[u8]) -> &[u8] {
 
 /// Headers that hand `id` to the client.
 pub(crate) fn issue(manager: &Manager, id: &SessionId, record: &Record) -> SessionHeaders {
-    let token = encode_token(manager, id);
+    let mut buf = [0; TOKEN_MAX + 1];
+    let token = token_into(manager, id, &mut buf);
     let config = manager.config();
     let header = match &config.transport {
         Transport::Cookie => {
@@ -198,10 +217,10 @@ pub(crate) fn issue(manager: &Manager, id: &SessionId, record: &Record) -> Sessi
                 .cookie
                 .persistent
                 .then(|| ((record.absolute_expires_at - now_millis()) / 1000).max(1));
-            (SET_COOKIE, cookie_line(manager, &token, max_age))
+            (SET_COOKIE, cookie_line(manager, token, max_age))
         }
-        Transport::Header(name) => (name.clone(), token),
-        Transport::Bearer { response_header } => (response_header.clone(), token),
+        Transport::Header(name) => (name.clone(), token.to_owned()),
+        Transport::Bearer { response_header } => (response_header.clone(), token.to_owned()),
     };
     with_no_store(header)
 }
@@ -218,24 +237,29 @@ pub(crate) fn removal(manager: &Manager) -> SessionHeaders {
 
 fn with_no_store((name, value): (HeaderName, String)) -> SessionHeaders {
     // Values are built from validated config and base64url tokens: always valid header bytes.
-    let value = HeaderValue::from_str(&value).expect("cookie line is visible ASCII");
+    // Handing over the string's buffer (as `Bytes`) checks it without copying it.
+    let value = HeaderValue::from_maybe_shared(bytes::Bytes::from(value))
+        .expect("cookie line is visible ASCII");
     SessionHeaders {
-        headers: vec![
-            (name, value),
-            (CACHE_CONTROL, HeaderValue::from_static("no-store")),
-        ],
+        token: Some((name, value)),
     }
 }
 
 fn cookie_line(manager: &Manager, value: &str, max_age: Option<i64>) -> String {
     let c = &manager.config().cookie;
+    // Plain appends: `write!` goes through the formatting machinery, which cost about half of
+    // this function on every new session.
     let mut s = String::with_capacity(128);
-    let _ = write!(s, "{}={}; Path={}", manager.cookie_name(), value, c.path);
+    for part in [manager.cookie_name(), "=", value, "; Path=", &c.path] {
+        s.push_str(part);
+    }
     if let Some(d) = &c.domain {
-        let _ = write!(s, "; Domain={d}");
+        s.push_str("; Domain=");
+        s.push_str(d);
     }
     if let Some(age) = max_age {
-        let _ = write!(s, "; Max-Age={age}");
+        s.push_str("; Max-Age=");
+        push_int(&mut s, age);
         if age == 0 {
             s.push_str("; Expires=Thu, 01 Jan 1970 00:00:00 GMT");
         }
@@ -250,6 +274,25 @@ fn cookie_line(manager: &Manager, value: &str, max_age: Option<i64>) -> String {
         SameSite::None => "; SameSite=None",
     });
     s
+}
+
+/// Appends the decimal form of `n`.
+fn push_int(s: &mut String, n: i64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut v = n.unsigned_abs();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    if n < 0 {
+        s.push('-');
+    }
+    s.push_str(std::str::from_utf8(&digits[i..]).expect("ASCII digits"));
 }
 
 #[cfg(test)]
@@ -293,6 +336,15 @@ mod tests {
             read_token(&m, &headers(&[b"\xff\xfe=\x80; __Host-id=\xc3"])),
             (None, true)
         );
+    }
+
+    #[test]
+    fn integers_print_as_display_does() {
+        for n in [0, 1, 9, 10, 86_399, -1, -10, i64::MAX, i64::MIN] {
+            let mut s = String::new();
+            push_int(&mut s, n);
+            assert_eq!(s, n.to_string());
+        }
     }
 
     #[test]
