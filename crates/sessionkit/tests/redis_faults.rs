@@ -105,6 +105,7 @@ fn options() -> RedisOptions {
         prefix: format!("skfault:{}:", token()),
         connect_timeout: Duration::from_millis(500),
         response_timeout: Duration::from_millis(800),
+        ..RedisOptions::default()
     }
 }
 

@@ -222,9 +222,18 @@ async fn bad_urls_are_clear_errors() {
         "redis+cluster://",
         "redis://127.0.0.1:6379?prefix=a{b}",
         "redis://127.0.0.1:6379?prefix=a%20b",
+        "redis://127.0.0.1:6379?connections=0",
+        "redis://127.0.0.1:6379?connections=65",
+        "redis://127.0.0.1:6379?connections=two",
     ] {
         let e = RedisStore::open(url).await.unwrap_err();
         assert!(!e.to_string().is_empty());
+    }
+    // The connections parameter is taken by the store, not passed on to the client.
+    if standalone().await.is_some() {
+        let url = with_param(&redis_url(), "connections", "3");
+        let store = RedisStore::open(&url).await.unwrap();
+        store.ping().await.unwrap();
     }
     // Nothing listens on port 1: a clear, prompt backend error.
     let e = RedisStore::open("redis://127.0.0.1:1").await.unwrap_err();

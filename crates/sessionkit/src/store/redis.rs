@@ -77,6 +77,11 @@ pub struct RedisOptions {
     pub connect_timeout: Duration,
     /// Limit for one command's answer (default 2 s); a stalled server gives an error, not a hang.
     pub response_timeout: Duration,
+    /// Multiplexed connections to a standalone server, used in turn (default 2, 1..=64; URL:
+    /// `?connections=N`). Each carries many requests at once; a second one keeps a busy
+    /// client's requests from queueing behind one socket's reader. Cluster connections manage
+    /// their own per-node sockets and ignore this.
+    pub connections: usize,
 }
 
 impl Default for RedisOptions {
@@ -85,14 +90,26 @@ impl Default for RedisOptions {
             prefix: "sk:".into(),
             connect_timeout: Duration::from_secs(2),
             response_timeout: Duration::from_secs(2),
+            connections: 2,
         }
     }
 }
 
-#[derive(Clone)]
 enum Conn {
-    Single(ConnectionManager),
+    /// Connections to one server and the turn counter that spreads calls over them.
+    Single(Vec<ConnectionManager>, std::sync::atomic::AtomicUsize),
     Cluster(ClusterConnection),
+}
+
+impl Conn {
+    /// The standalone connection for the next call.
+    fn next(
+        pool: &[ConnectionManager],
+        turn: &std::sync::atomic::AtomicUsize,
+    ) -> ConnectionManager {
+        let i = turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % pool.len();
+        pool[i].clone()
+    }
 }
 
 /// Session store on Redis or a Redis Cluster. See the module documentation for the layout.
@@ -136,7 +153,7 @@ fn backend(op: &'static str) -> impl FnOnce(RedisError) -> Error {
 }
 
 impl RedisStore {
-    /// Connects to `redis://host:port[/db][?prefix=P]` or
+    /// Connects to `redis://host:port[/db][?prefix=P][&connections=N]` or
     /// `redis+cluster://host1:port1,host2:port2,...[?prefix=P]` with default options.
     pub async fn open(url: &str) -> Result<Self> {
         Self::open_with(url, RedisOptions::default()).await
@@ -154,10 +171,22 @@ impl RedisStore {
         .await
     }
 
-    /// Connects with explicit [`RedisOptions`]; a `?prefix=` in the URL overrides
-    /// `options.prefix`. Fails with a clear error if the server does not answer.
+    /// Connects with explicit [`RedisOptions`]; a `prefix` or `connections` parameter in the
+    /// URL overrides the option. Fails with a clear error if the server does not answer.
     pub async fn open_with(url: &str, options: RedisOptions) -> Result<Self> {
-        let (url, mut params) = super::url::take_params(url, &["prefix"]);
+        let (url, mut params) = super::url::take_params(url, &["prefix", "connections"]);
+        let connections = match params.pop().flatten() {
+            Some(n) => n
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=64).contains(n))
+                .ok_or_else(|| {
+                    Error::Config(format!(
+                        "redis URL: connections must be a number from 1 to 64, got {n:?}"
+                    ))
+                })?,
+            None => options.connections.clamp(1, 64),
+        };
         let url_prefix = params.pop().flatten();
         let prefix = url_prefix.unwrap_or(options.prefix);
         check_prefix(&prefix)?;
@@ -187,10 +216,15 @@ impl RedisStore {
                 .set_number_of_retries(1)
                 .set_min_delay(Duration::from_millis(20))
                 .set_max_delay(Duration::from_millis(200));
-            let c = ConnectionManager::new_with_config(client, config)
-                .await
-                .map_err(backend("connect"))?;
-            Conn::Single(c)
+            let mut pool = Vec::with_capacity(connections);
+            for _ in 0..connections {
+                pool.push(
+                    ConnectionManager::new_with_config(client.clone(), config.clone())
+                        .await
+                        .map_err(backend("connect"))?,
+                );
+            }
+            Conn::Single(pool, Default::default())
         } else {
             return Err(Error::Config(format!(
                 "not a redis URL: {url:?} (expected redis:// or redis+cluster://)"
@@ -219,7 +253,7 @@ impl RedisStore {
         let pattern = format!("{}*", glob_escape(&self.prefix));
         let mut n = 0;
         let nodes: Vec<Option<(String, u16)>> = match &self.conn {
-            Conn::Single(_) => vec![None],
+            Conn::Single(..) => vec![None],
             Conn::Cluster(_) => self.masters().await?.into_iter().map(Some).collect(),
         };
         for node in nodes {
@@ -341,7 +375,7 @@ impl RedisStore {
 
     async fn query(&self, cmd: &Cmd, op: &'static str) -> Result<Value> {
         let r = match &self.conn {
-            Conn::Single(c) => cmd.query_async::<Value>(&mut c.clone()).await,
+            Conn::Single(pool, turn) => cmd.query_async::<Value>(&mut Conn::next(pool, turn)).await,
             Conn::Cluster(c) => cmd.query_async::<Value>(&mut c.clone()).await,
         };
         r.map_err(backend(op))
@@ -363,7 +397,9 @@ impl RedisStore {
         let r = {
             let cmd = build("EVALSHA", &script.sha);
             match &self.conn {
-                Conn::Single(c) => cmd.query_async::<Value>(&mut c.clone()).await,
+                Conn::Single(pool, turn) => {
+                    cmd.query_async::<Value>(&mut Conn::next(pool, turn)).await
+                }
                 Conn::Cluster(c) => cmd.query_async::<Value>(&mut c.clone()).await,
             }
         };
