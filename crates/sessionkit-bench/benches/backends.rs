@@ -256,10 +256,11 @@ fn driver() {
     for b in live.iter().filter(|b| b.server.is_some()) {
         for (side, _) in sides(b) {
             match round_trips(b, side, &dir, &tower, reqs) {
-                Ok((new, write, read)) => println!(
-                    "{:<9} {:<15} new session {new:>4.1}   count (write) {write:>4.2}   peek (read) {read:>4.2}",
+                Ok((new, write, read, signed_in)) => println!(
+                    "{:<9} {:<15} new session {new:>4.1}   count (write) {write:>4.2}   peek (read) {read:>4.2}{}",
                     b.name,
-                    side.name()
+                    side.name(),
+                    signed_in.map_or(String::new(), |s| format!("   signed-in count {s:>4.2}"))
                 ),
                 Err(e) => println!("{:<9} {:<15} failed: {e}", b.name, side.name()),
             }
@@ -430,7 +431,7 @@ fn round_trips(
     dir: &Path,
     tower: &Path,
     reqs: u64,
-) -> Result<(f64, f64, f64), String> {
+) -> Result<(f64, f64, f64, Option<f64>), String> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -446,7 +447,15 @@ fn round_trips(
     let (mut child, port) =
         sessionkit_bench::procs::start_server(cmd).map_err(|e| e.to_string())?;
     let app = SocketAddr::from(([127, 0, 0, 1], port));
-    let result = rt.block_on(sides::count_round_trips(&proxy, app, reqs));
+    let result = rt.block_on(async {
+        let (new, write, read) = sides::count_round_trips(&proxy, app, reqs).await?;
+        // Only sessionkit's page can sign in.
+        let signed_in = match side {
+            Side::Sessionkit => Some(sides::signed_in_write_round_trips(&proxy, app, reqs).await?),
+            Side::Tower => None,
+        };
+        Ok((new, write, read, signed_in))
+    });
     let _ = child.kill();
     let _ = child.wait();
     drop(proxy);

@@ -17,13 +17,20 @@ pub fn sessionkit_count() -> Router {
 }
 
 /// The sessionkit count page at `/count` on `store`, with the default config, plus `/peek`: a
-/// read-only page showing the count without changing it (for counting a read's round trips).
+/// read-only page showing the count without changing it (for counting a read's round trips),
+/// and `/login`, which signs the session in (a new ID; later writes keep the user index).
 pub fn sessionkit_count_on(store: Arc<dyn Store>) -> Router {
     let manager = Manager::new(store, Config::default()).expect("default config is valid");
     Router::new()
         .route("/count", get(count))
         .route("/peek", get(peek))
+        .route("/login", get(login))
         .layer(SessionLayer::new(manager))
+}
+
+async fn login(session: Session) -> Result<&'static str, sessionkit::Error> {
+    session.set_user(Some("bench-user"), "password").await?;
+    Ok("ok\n")
 }
 
 async fn peek(session: Session) -> Result<String, sessionkit::Error> {

@@ -102,6 +102,11 @@ async fn redis_one_round_trip_to_read_two_to_write() {
     let (new, write, read) = sides::count_round_trips(&proxy, app, 20).await.unwrap();
     assert_eq!((write, read), (2.0, 1.0), "count and peek round trips");
     assert!(new <= 2.0, "a new session took {new} round trips");
+    // Signed in, a save also keeps the user index: still one script, one round trip.
+    let signed_in = sides::signed_in_write_round_trips(&proxy, app, 20)
+        .await
+        .unwrap();
+    assert_eq!(signed_in, 2.0, "signed-in count round trips");
     let store = sessionkit::store::open(&url).await.unwrap();
     check(&sides::store_ops(store, tiny(), 40).await);
     let redis = sessionkit::store::redis::RedisStore::open(&url)
@@ -120,6 +125,7 @@ async fn postgres_one_round_trip_to_read_two_to_write() {
     let url = format!("postgres://postgres@{}/test?schema={schema}", proxy.addr());
     let app = serve(&url).await;
     let outcome = sides::count_round_trips(&proxy, app, 20).await;
+    let signed_in = sides::signed_in_write_round_trips(&proxy, app, 20).await;
     let ops = async {
         let store = sessionkit::store::open(&url).await.unwrap();
         sides::store_ops(store, tiny(), 40).await
@@ -144,6 +150,7 @@ async fn postgres_one_round_trip_to_read_two_to_write() {
     let (new, write, read) = outcome.unwrap();
     assert_eq!((write, read), (2.0, 1.0), "count and peek round trips");
     assert!(new <= 2.0, "a new session took {new} round trips");
+    assert_eq!(signed_in.unwrap(), 2.0, "signed-in count round trips");
     check(&ops);
 }
 

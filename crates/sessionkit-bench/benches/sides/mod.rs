@@ -201,3 +201,41 @@ pub async fn shared_session_count(
         .map_err(|_| format!("peek answered {body:?}"))?;
     Ok((acknowledged, held))
 }
+
+/// Round trips of a count request on a signed-in session (sessionkit only: the page signs in at
+/// `/login`), averaged over `reqs` requests after as many unmeasured ones.
+pub async fn signed_in_write_round_trips(
+    proxy: &CountingProxy,
+    app: SocketAddr,
+    reqs: u64,
+) -> Result<f64, String> {
+    let reqs = reqs.max(1);
+    let mut c = Client::connect(app).await.map_err(|e| e.to_string())?;
+    let (_, cookie) = c.get("/count", None).await.map_err(|e| e.to_string())?;
+    let cookie = cookie.ok_or("no Set-Cookie on the first request")?;
+    let (status, new) = c
+        .get("/login", Some(&cookie))
+        .await
+        .map_err(|e| e.to_string())?;
+    if status != 200 {
+        return Err(format!("login: status {status}"));
+    }
+    let cookie = new.ok_or("no new cookie after signing in")?;
+    let mut figure = 0.0;
+    for measured in [false, true] {
+        let before = proxy.round_trips();
+        for _ in 0..reqs {
+            let (status, _) = c
+                .get("/count", Some(&cookie))
+                .await
+                .map_err(|e| e.to_string())?;
+            if status != 200 {
+                return Err(format!("signed-in count: status {status}"));
+            }
+        }
+        if measured {
+            figure = (proxy.round_trips() - before) as f64 / reqs as f64;
+        }
+    }
+    Ok(figure)
+}

@@ -452,13 +452,7 @@ impl RedisStore {
             &[self.user_key(user)],
             &[
                 key.to_hex().into_bytes(),
-                // The absolute deadline bounds the session's life; the max guards against a
-                // record whose expires_at was set past it.
-                record
-                    .absolute_expires_at
-                    .max(record.expires_at)
-                    .to_string()
-                    .into_bytes(),
+                index_score(record).to_string().into_bytes(),
                 record.last_access.to_string().into_bytes(),
             ],
             "index",
@@ -618,6 +612,12 @@ fn record_args(key: &Key, r: &Record) -> Vec<Vec<u8>> {
     ]
 }
 
+/// A session's score in its user's index: the absolute deadline bounds the session's life; the
+/// max guards against a record whose `expires_at` was set past it.
+fn index_score(record: &Record) -> Millis {
+    record.absolute_expires_at.max(record.expires_at)
+}
+
 /// A deadline as a `PEXPIREAT` argument: clamped to what Redis accepts, like the scripts'
 /// `pxat`, for the scripts that take it ready-made.
 fn expire_arg(at: Millis) -> Vec<u8> {
@@ -714,8 +714,12 @@ redis.call('ZADD', KEYS[3], 0, ARGV[1])
 return {1}
 "#;
 
-// KEYS: rec, x, k. ARGV: member, now, expected version, record fields (4..10), the record's
-// PEXPIREAT time (11, clamped by the caller).
+// KEYS: rec, x, k[, user index]. ARGV: member, now, expected version, record fields (4..10),
+// the record's PEXPIREAT time (11, clamped by the caller)[, the user-index score (12) and its
+// PEXPIREAT time (13)]. The user index is passed only on a standalone server, where one script
+// may touch any key: there the index entry is written with the record, atomically, and a
+// signed-in session's save stays one round trip. (A cluster keeps the index in another slot
+// and writes it first, in a call of its own.)
 // The record is live and no alias, so its hash holds exactly v, e, l, b, d and maybe u, and
 // its key-order entry (k) exists since create: overwrite in place (no DEL and re-create) and
 // leave k alone. Self-contained (no prelude): this is the hot write.
@@ -730,6 +734,13 @@ else
 end
 redis.call('PEXPIREAT', KEYS[1], ARGV[11])
 if ARGV[5] ~= cur[2] then redis.call('ZADD', KEYS[2], ARGV[5], ARGV[1]) end
+if KEYS[4] then
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', ARGV[2])
+  redis.call('ZADD', KEYS[4], ARGV[12], ARGV[1])
+  if redis.call('PEXPIRETIME', KEYS[4]) < tonumber(ARGV[13]) then
+    redis.call('PEXPIREAT', KEYS[4], ARGV[13])
+  end
+end
 return {1, cur[4]}
 "#;
 
@@ -853,7 +864,7 @@ impl Store for RedisStore {
     }
 
     async fn save(&self, key: &Key, record: &Record, expected_version: u64) -> Result<()> {
-        self.index_add(record.user.as_deref(), key, record).await?;
+        let mut keys = self.keys3(key).to_vec();
         let mut args = vec![
             key.to_hex().into_bytes(),
             record.last_access.to_string().into_bytes(),
@@ -861,9 +872,16 @@ impl Store for RedisStore {
         ];
         args.extend(record_args(key, record));
         args.push(expire_arg(record.expires_at));
-        let v = self
-            .eval(&self.scripts.save, &self.keys3(key), &args, "save")
-            .await?;
+        match record.user.as_deref() {
+            Some(user) if !self.is_cluster() => {
+                let score = index_score(record);
+                keys.push(self.user_key(user));
+                args.push(score.to_string().into_bytes());
+                args.push(expire_arg(score));
+            }
+            user => self.index_add(user, key, record).await?,
+        }
+        let v = self.eval(&self.scripts.save, &keys, &args, "save").await?;
         match status_user(v, "save")? {
             (1, old) => {
                 if let Some(old) = old.filter(|o| Some(o) != record.user.as_ref()) {
