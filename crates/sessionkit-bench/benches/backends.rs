@@ -31,7 +31,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use sessionkit_bench::ops::{OpsOutcome, OpsPlan};
-use sessionkit_bench::procs::{can_pin, env_num, http_run, load_main, pinned};
+use sessionkit_bench::procs::{bench_args, can_pin, env_num, http_run, load_main, pinned};
 use sessionkit_bench::rtt::CountingProxy;
 use sessionkit_bench::stats::{median, verdict_at_least};
 
@@ -40,10 +40,7 @@ mod sides;
 use sides::OPS;
 
 fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| a != "--bench")
-        .collect();
+    let args = bench_args();
     match args.first().map(String::as_str) {
         Some("serve") => serve(&args[1]),
         Some("ops") => ops(&args[1], &args[2..]),
@@ -81,13 +78,7 @@ fn serve(url: &str) {
 
 /// `ops <url> <workers> <warmup-s> <secs> <sessions>`: same protocol as the tower binary.
 fn ops(url: &str, args: &[String]) {
-    let num = |i: usize| -> f64 { args[i].parse().expect("number") };
-    let plan = OpsPlan {
-        workers: num(0) as usize,
-        warmup: Duration::from_secs_f64(num(1)),
-        measure: Duration::from_secs_f64(num(2)),
-    };
-    let n = num(3) as usize;
+    let (plan, n) = OpsPlan::from_args(args).expect("ops arguments");
     runtime(plan.workers.max(2)).block_on(async {
         let store = sessionkit::store::open(url).await.expect("open store");
         for (op, out) in sides::store_ops(store, plan, n).await {

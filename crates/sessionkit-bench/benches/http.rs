@@ -13,7 +13,7 @@
 
 mod common;
 
-use sessionkit_bench::procs::{can_pin, env_num, http_run, load_main, pinned};
+use sessionkit_bench::procs::{bench_args, can_pin, env_num, http_run, load_main, pinned};
 use sessionkit_bench::stats::{median, verdict_at_least};
 
 /// `serve <scenario>`: prints the bound port, serves until killed by the driver.
@@ -104,10 +104,7 @@ fn driver() {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| a != "--bench")
-        .collect();
+    let args = bench_args();
     match args.first().map(String::as_str) {
         Some("serve") => serve(&args[1]),
         Some("load") => load_main(&args[1..]),

@@ -23,6 +23,28 @@ pub struct OpsPlan {
     pub measure: Duration,
 }
 
+impl OpsPlan {
+    /// Parses the `<workers> <warmup-s> <secs> <sessions>` arguments that both sides' `ops`
+    /// subcommands take; returns the plan and the session count.
+    pub fn from_args(args: &[String]) -> Result<(Self, usize), String> {
+        let num = |i: usize| -> Result<f64, String> {
+            let a = args
+                .get(i)
+                .ok_or("expected <workers> <warmup-s> <secs> <sessions>")?;
+            a.parse()
+                .ok()
+                .filter(|x: &f64| x.is_finite() && *x >= 0.0)
+                .ok_or_else(|| format!("not a non-negative number: {a:?}"))
+        };
+        let plan = Self {
+            workers: num(0)? as usize,
+            warmup: Duration::from_secs_f64(num(1)?),
+            measure: Duration::from_secs_f64(num(2)?),
+        };
+        Ok((plan, num(3)? as usize))
+    }
+}
+
 /// What a driven operation did in the measured window.
 #[derive(Clone, Debug, Default)]
 pub struct OpsOutcome {

@@ -11,6 +11,14 @@ use std::time::Duration;
 use crate::loadgen::{run, Plan};
 use crate::stats::cpu_seconds;
 
+/// The bench binary's arguments without the program name and the `--bench` flag cargo adds.
+pub fn bench_args() -> Vec<String> {
+    std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect()
+}
+
 /// An integer from the environment, or `default`.
 pub fn env_num(name: &str, default: u64) -> u64 {
     std::env::var(name)

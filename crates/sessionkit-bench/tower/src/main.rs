@@ -15,7 +15,6 @@
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::http::StatusCode;
 use axum::routing::get;
@@ -202,13 +201,10 @@ async fn run_ops<S: SessionStore + 'static>(store: S, plan: OpsPlan, n: usize) {
 
 /// `ops`: a multi-thread runtime with one thread per worker.
 fn ops(backend: Backend, url: &str, args: &[String]) {
-    let num = |i: usize| -> f64 { args[i].parse().expect("number") };
-    let plan = OpsPlan {
-        workers: num(0) as usize,
-        warmup: Duration::from_secs_f64(num(1)),
-        measure: Duration::from_secs_f64(num(2)),
-    };
-    let n = num(3) as usize;
+    let (plan, n) = OpsPlan::from_args(args).unwrap_or_else(|e| {
+        eprintln!("{e}");
+        std::process::exit(2)
+    });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(plan.workers.max(1))
         .enable_all()
