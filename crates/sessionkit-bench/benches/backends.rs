@@ -17,7 +17,8 @@
 //! 3. **Count page over HTTP** with a session cookie: server pinned to core 0, load generator to
 //!    core 1 (`SKB_CONNS` connections, default 32), `SKB_ROUNDS` runs of `SKB_SECS` + 1 s.
 //!
-//! `SKB_BACKENDS=sqlite,file,redis,postgres` picks the stores. Services: Redis at
+//! `SKB_BACKENDS=sqlite,file,redis,cluster,postgres` picks the stores (`cluster`: sessionkit on
+//! the Redis Cluster named by SESSIONKIT_REDIS_CLUSTER, when set; no tower-sessions side). Services: Redis at
 //! `SKB_REDIS_ADDR` (default 127.0.0.1:6379, database 15), PostgreSQL at `SKB_POSTGRES_ADDR`
 //! (default 127.0.0.1:5432, user postgres, database test, schemas `skbench_sk` and
 //! `skbench_tower`, kept between runs). A store whose server is down is skipped with a note.
@@ -148,6 +149,17 @@ fn backends() -> Vec<Backend> {
                     Side::Sessionkit => format!("redis://{a}/15?prefix=skbench:"),
                     Side::Tower => format!("redis://{a}/15"),
                 })
+            },
+        },
+        Backend {
+            // sessionkit only (tower-sessions' Redis store has no cluster mode), and only where
+            // a cluster is set up: SESSIONKIT_REDIS_CLUSTER, as scripts/redis-cluster.sh prints.
+            // No round-trip count: a cluster client talks to every master directly.
+            name: "cluster",
+            server: None,
+            url: |side, _, _| {
+                let nodes = std::env::var("SESSIONKIT_REDIS_CLUSTER").ok()?;
+                (side == Side::Sessionkit).then(|| format!("{nodes}?prefix=skbench:"))
             },
         },
         Backend {
@@ -473,10 +485,14 @@ fn shared_count(side: Side, b: &str, url: &str, tower: &Path) -> Result<(u64, u6
 /// next run (their rows expire and are reused).
 fn cleanup(live: &[Backend], dir: &Path) {
     let _ = std::fs::remove_dir_all(dir);
-    if let Some(b) = live.iter().find(|b| b.name == "redis") {
-        let url = (b.url)(Side::Sessionkit, b.server, dir).expect("redis url");
-        let rt = runtime(1);
-        rt.block_on(async {
+    for b in live
+        .iter()
+        .filter(|b| b.name == "redis" || b.name == "cluster")
+    {
+        let Some(url) = (b.url)(Side::Sessionkit, b.server, dir) else {
+            continue;
+        };
+        runtime(1).block_on(async {
             if let Ok(store) = sessionkit::store::redis::RedisStore::open(&url).await {
                 let _ = store.purge_prefix().await;
             }
