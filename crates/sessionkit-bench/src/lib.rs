@@ -19,6 +19,18 @@ pub mod stats;
 /// The JSON texts of the three small values every benchmark session carries, on every side.
 pub const VALUES: [(&str, &str); 3] = [("user_id", "12345"), ("theme", "\"dark\""), ("count", "7")];
 
+/// Idle deadline of the bench sessions (sessionkit's default idle timeout).
+pub const IDLE_MS: sessionkit::Millis = 30 * 60 * 1000;
+
+/// A sessionkit record with the [`VALUES`], live for [`IDLE_MS`] from `now`.
+pub fn sk_record(now: sessionkit::Millis) -> sessionkit::Record {
+    let mut r = sessionkit::Record::new(now, now + IDLE_MS, now + 12 * 3600 * 1000);
+    for (k, v) in VALUES {
+        r.data.set(k, v).expect("small values");
+    }
+    r
+}
+
 /// A splitmix64 generator: fast, seedable, and good enough to pick keys and make random 256-bit
 /// keys (the real keys are SHA-256 outputs, i.e. uniform bytes).
 #[derive(Clone, Debug)]

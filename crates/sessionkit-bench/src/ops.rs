@@ -94,28 +94,36 @@ impl OpsOutcome {
 /// recording latencies, which bounds memory on a fast store.
 const MAX_SAMPLES: usize = 1 << 20;
 
-/// Drives `op(worker, draw)` from `plan.workers` tasks for the warm-up plus the measured window.
-/// `draw` is a fresh random number per call, from a per-worker generator seeded by `seed`, for
-/// the operation to pick its session with (so workers never share a random stream).
-pub async fn drive<F, Fut>(plan: OpsPlan, seed: u64, op: F) -> OpsOutcome
+/// Seed of the bench sessions' keys (sessionkit) and ids (tower-sessions), so both sides make
+/// their sessions the same way, and of the drivers' random streams.
+pub const SEED: u64 = 0x5e55_1017;
+
+/// Drives `op(session)` from `plan.workers` tasks for the warm-up plus the measured window, over
+/// `sessions` sessions numbered from 0. Worker *w* owns the sessions numbered ≡ *w* modulo the
+/// worker count and picks one of them uniformly at random for each call, so two workers never
+/// write the same session (compare-and-set never conflicts) and never share a random stream.
+pub async fn drive<F, Fut>(plan: OpsPlan, sessions: usize, op: F) -> OpsOutcome
 where
-    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), String>> + Send,
 {
     let op = Arc::new(op);
     let measuring = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
+    let workers = plan.workers.max(1);
+    let sessions = sessions.max(1);
     let mut tasks = Vec::new();
-    for w in 0..plan.workers.max(1) {
+    for w in 0..workers {
         let (op, measuring, stop) = (op.clone(), measuring.clone(), stop.clone());
         tasks.push(tokio::spawn(async move {
-            let mut rng = Rng::new(seed ^ (w as u64).wrapping_mul(0x9e37_79b9));
+            let mut rng = Rng::new(SEED ^ 1 ^ (w as u64).wrapping_mul(0x9e37_79b9));
+            let owned = (sessions / workers).max(1) as u64;
             let mut samples: Vec<u32> = Vec::new();
             let (mut ops, mut errors) = (0u64, 0u64);
             while !stop.load(Ordering::Relaxed) {
-                let draw = rng.next_u64();
+                let session = (w + workers * (rng.next_u64() % owned) as usize).min(sessions - 1);
                 let start = Instant::now();
-                let result = op(w, draw).await;
+                let result = op(session).await;
                 let took = start.elapsed();
                 if measuring.load(Ordering::Relaxed) {
                     ops += 1;

@@ -3,36 +3,17 @@
 //! and `file` features are switched on for this crate's tests by its self dev-dependency.
 #![cfg(all(feature = "testkit", feature = "file"))]
 
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use sessionkit::store::FileStore;
 use sessionkit::testkit::Fixture;
 
-/// A temporary directory removed when the test ends.
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 async fn fixture() -> Fixture {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "sessionkit-conformance-file-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let store = FileStore::open(&format!("file://{}", dir.join("store").display()))
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::open(&format!("file://{}", dir.path().join("store").display()))
         .await
         .unwrap();
     Fixture::new(std::sync::Arc::new(store.clone()))
         .with_raw(store)
-        .keep(TempDir(dir))
+        .keep(dir)
 }
 
 sessionkit::conformance_tests!(file, fixture());

@@ -21,9 +21,6 @@ use sessionkit_bench::Rng;
 use tower_sessions::session::{Id, Record as TsRecord};
 use tower_sessions::SessionStore;
 
-/// Idle deadline used for live records.
-pub const IDLE_MS: Millis = 30 * 60 * 1000;
-
 /// One store under test, holding `n` sessions under `keys()`.
 pub trait Subject: Send + Sync + Sized + 'static {
     /// Short name used in bench ids and reports.
@@ -47,16 +44,7 @@ pub trait Subject: Send + Sync + Sized + 'static {
     fn create(&self, l: &mut Self::Local, rng: &mut Rng) -> impl Future<Output = ()> + Send;
 }
 
-pub use sessionkit_bench::VALUES;
-
-/// A sessionkit record with the three values, live for `IDLE_MS` from `now`.
-pub fn sk_record(now: Millis) -> Record {
-    let mut r = Record::new(now, now + IDLE_MS, now + 12 * 3600 * 1000);
-    for (k, v) in VALUES {
-        r.data.set(k, v).expect("small values");
-    }
-    r
-}
+pub use sessionkit_bench::{sk_record, IDLE_MS, VALUES};
 
 /// A tower-sessions record with the same three values.
 pub fn ts_record(id: Id) -> TsRecord {

@@ -9,32 +9,19 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
-use sessionkit::{now_millis, Key, Millis, Record, Store};
+use sessionkit::{now_millis, Key, Store};
 use sessionkit_bench::loadgen::Client;
-use sessionkit_bench::ops::{drive, OpsOutcome, OpsPlan};
+use sessionkit_bench::ops::{drive, OpsOutcome, OpsPlan, SEED};
 use sessionkit_bench::rtt::CountingProxy;
-use sessionkit_bench::{Rng, VALUES};
+use sessionkit_bench::{sk_record, Rng, IDLE_MS};
 
-/// Seed of the session keys (the tower side uses the same seed for its ids).
-pub const SEED: u64 = 0x5e55_1017;
-/// Idle deadline of the bench sessions (sessionkit's default idle timeout).
-pub const IDLE_MS: Millis = 30 * 60 * 1000;
 /// The operations, in the order both sides run and print them.
 pub const OPS: [&str; 3] = ["load", "save", "touch"];
 
-/// A record with the three bench values, live for the idle timeout from `now`.
-pub fn record(now: Millis) -> Record {
-    let mut r = Record::new(now, now + IDLE_MS, now + 12 * 3600 * 1000);
-    for (k, v) in VALUES {
-        r.data.set(k, v).expect("small values");
-    }
-    r
-}
-
-/// Makes sure `n` sessions exist in `store` (keys drawn from [`SEED`]; an earlier run's are
+/// Makes sure `n` sessions exist in `store` (keys drawn from [`SEED`](sessionkit_bench::ops::SEED); an earlier run's are
 /// reused while they have 20 minutes to live), then drives load, save and touch in turn with
-/// `plan`. Each worker owns the sessions whose index is its number modulo the worker count, so
-/// its compare-and-set saves never conflict.
+/// `plan` ([`drive`] gives each worker sessions of its own, so compare-and-set saves never
+/// conflict).
 pub async fn store_ops(
     store: Arc<dyn Store>,
     plan: OpsPlan,
@@ -46,7 +33,7 @@ pub async fn store_ops(
     let mut versions = Vec::with_capacity(n);
     let soon = now_millis() + 20 * 60 * 1000;
     for key in keys.iter() {
-        let fresh = record(now_millis());
+        let fresh = sk_record(now_millis());
         let v = match store.load(key, now_millis()).await.expect("load") {
             Some(old) if old.expires_at > soon => old.version,
             Some(old) => {
@@ -63,21 +50,15 @@ pub async fn store_ops(
         versions.push(AtomicU64::new(v));
     }
     let versions = Arc::new(versions);
-    let base = Arc::new(record(now_millis()));
-    let workers = plan.workers.max(1);
-    let pick = move |w: usize, draw: u64| {
-        let per = (n / workers).max(1) as u64;
-        (w + workers * (draw % per) as usize).min(n - 1)
-    };
+    let base = Arc::new(sk_record(now_millis()));
     let mut results = Vec::new();
     for op in OPS {
         let (store, keys, versions, base) =
             (store.clone(), keys.clone(), versions.clone(), base.clone());
-        let out = drive(plan, SEED ^ 1, move |w, draw| {
+        let out = drive(plan, n, move |i| {
             let (store, keys, versions, base) =
                 (store.clone(), keys.clone(), versions.clone(), base.clone());
             async move {
-                let i = pick(w, draw);
                 let now = now_millis();
                 match op {
                     "load" => match store.load(&keys[i], now).await {

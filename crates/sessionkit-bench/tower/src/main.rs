@@ -19,7 +19,7 @@ use std::sync::Arc;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
-use sessionkit_bench::ops::{drive, OpsPlan};
+use sessionkit_bench::ops::{drive, OpsPlan, SEED};
 use sessionkit_bench::Rng;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use tower_sessions::session::{Id, Record};
@@ -141,9 +141,6 @@ async fn build_app(backend: Backend, url: &str) -> Router {
     }
 }
 
-/// Seed of the session ids; the sessionkit side draws its keys from the same seed.
-const SEED: u64 = 0x5e55_1017;
-
 /// The tower-sessions half of the store-operation bench.
 async fn run_ops<S: SessionStore + 'static>(store: S, plan: OpsPlan, n: usize) {
     let mut data = HashMap::new();
@@ -172,15 +169,11 @@ async fn run_ops<S: SessionStore + 'static>(store: S, plan: OpsPlan, n: usize) {
         ids.push(r.id);
     }
     let ids = Arc::new(ids);
-    let pick = move |w: usize, draw: u64| {
-        let per = (n / plan.workers).max(1) as u64;
-        (w + plan.workers * (draw % per) as usize).min(n - 1)
-    };
     for op in ["load", "save", "touch"] {
         let (store, ids, record) = (store.clone(), ids.clone(), record.clone());
-        let out = drive(plan, SEED ^ 1, move |w, draw| {
+        let out = drive(plan, n, move |i| {
             let (store, record) = (store.clone(), record.clone());
-            let id = ids[pick(w, draw)];
+            let id = ids[i];
             async move {
                 match op {
                     "load" => match store.load(&id).await {
