@@ -3,10 +3,12 @@
 //!
 //! Both sides of the durable/shared store benches (sessionkit here, tower-sessions in the
 //! `tower` crate next to this one) run their operations through this one driver, so they are
-//! timed by the same code. The run is bounded by time: a warm-up, then a measured window.
+//! timed by the same code. The run is bounded by time: a warm-up, then a measured window that
+//! is stretched, up to [`MAX_STRETCH`], until every worker has completed an operation in it, so
+//! a slow or busy machine gives a slow figure rather than an empty one.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -94,6 +96,10 @@ impl OpsOutcome {
 /// recording latencies, which bounds memory on a fast store.
 const MAX_SAMPLES: usize = 1 << 20;
 
+/// How far past its planned length a measured window may stretch while waiting for every worker
+/// to complete an operation in it (a store that never answers still ends the run).
+pub const MAX_STRETCH: Duration = Duration::from_secs(60);
+
 /// Seed of the bench sessions' keys (sessionkit) and ids (tower-sessions), so both sides make
 /// their sessions the same way, and of the drivers' random streams.
 pub const SEED: u64 = 0x5e55_1017;
@@ -109,12 +115,15 @@ where
 {
     let op = Arc::new(op);
     let measuring = Arc::new(AtomicBool::new(false));
+    // Workers that have completed an operation inside the measured window.
+    let counted = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let workers = plan.workers.max(1);
     let sessions = sessions.max(1);
     let mut tasks = Vec::new();
     for w in 0..workers {
         let (op, measuring, stop) = (op.clone(), measuring.clone(), stop.clone());
+        let counted = counted.clone();
         tasks.push(tokio::spawn(async move {
             let mut rng = Rng::new(SEED ^ 1 ^ (w as u64).wrapping_mul(0x9e37_79b9));
             let owned = (sessions / workers).max(1) as u64;
@@ -126,6 +135,9 @@ where
                 let result = op(session).await;
                 let took = start.elapsed();
                 if measuring.load(Ordering::Relaxed) {
+                    if ops == 0 {
+                        counted.fetch_add(1, Ordering::Relaxed);
+                    }
                     ops += 1;
                     if result.is_err() {
                         errors += 1;
@@ -152,8 +164,10 @@ where
     measuring.store(true, Ordering::Relaxed);
     let start = Instant::now();
     tokio::time::sleep(plan.measure).await;
-    // Operations finishing after this point but begun inside the window still count: with
-    // closed-loop workers that is at most one per worker.
+    while counted.load(Ordering::Relaxed) < workers && start.elapsed() < plan.measure + MAX_STRETCH
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     measuring.store(false, Ordering::Relaxed);
     let seconds = start.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
@@ -179,4 +193,44 @@ where
     out.p50_us = pct(0.50);
     out.p99_us = pct(0.99);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An operation slower than the whole planned window still gets measured, once per worker:
+    /// a busy CI machine must give a slow figure, never "no operation completed".
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn window_stretches_until_every_worker_completes_an_operation() {
+        let plan = OpsPlan {
+            workers: 3,
+            warmup: Duration::ZERO,
+            measure: Duration::from_millis(20),
+        };
+        let out = drive(plan, 6, |_| async {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            Ok(())
+        })
+        .await;
+        assert!(out.ops >= 3, "{} operations measured", out.ops);
+        assert_eq!(out.errors, 0);
+        assert!(out.seconds >= 0.15, "window of {} s", out.seconds);
+        assert!(out.p50_us >= 150_000.0 && out.p50_us <= out.p99_us);
+    }
+
+    #[test]
+    fn outcome_line_round_trips() {
+        let o = OpsOutcome {
+            ops: 12,
+            seconds: 1.5,
+            p50_us: 3.25,
+            p99_us: 9.5,
+            errors: 1,
+        };
+        let back = OpsOutcome::from_line(&o.to_line()).unwrap();
+        assert_eq!((back.ops, back.errors), (12, 1));
+        assert_eq!((back.seconds, back.p50_us, back.p99_us), (1.5, 3.25, 9.5));
+        assert!(OpsOutcome::from_line("1 2 3").is_none());
+    }
 }
