@@ -1202,6 +1202,18 @@ pub async fn gc_removes_expired_in_bounded_batches(fx: Fixture) {
         live_keys.push(k);
     }
 
+    // A store that can count what awaits GC must count exactly what the passes below remove.
+    let pending = store
+        .expired_awaiting_gc(now)
+        .await
+        .expect("expired_awaiting_gc");
+    if let Some(p) = pending {
+        if fx.self_expiring {
+            assert!(p <= 25, "{p} awaiting GC, only 25 were expired");
+        } else {
+            assert_eq!(p, 25, "records awaiting GC");
+        }
+    }
     assert_eq!(
         store.gc(now, 0).await.expect("gc limit 0"),
         0,
@@ -1233,6 +1245,20 @@ pub async fn gc_removes_expired_in_bounded_batches(fx: Fixture) {
         assert!(calls >= 4, "24 records at 7 per call need at least 4 calls");
     }
     assert_eq!(store.gc(now, 7).await.expect("gc"), 0, "second gc pass");
+    if let Some(p) = pending {
+        assert_eq!(
+            p as usize, total,
+            "gc removed other than what was awaiting it"
+        );
+        assert_eq!(
+            store
+                .expired_awaiting_gc(now)
+                .await
+                .expect("expired_awaiting_gc"),
+            Some(0),
+            "records awaiting GC after the passes"
+        );
+    }
     for k in &live_keys {
         assert!(
             load(&store, k, now).await.is_some(),

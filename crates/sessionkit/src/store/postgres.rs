@@ -113,6 +113,7 @@ struct Sql {
     destroy: String,
     gc: String,
     len: String,
+    expired: String,
     scan: String,
     sessions_of: String,
     destroy_user: String,
@@ -161,6 +162,8 @@ impl Sql {
                  ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED)"
             ),
             len: format!("SELECT count(*) FROM {t} WHERE expires_at > $1 AND NOT alias"),
+            // Counts what `gc` would delete, rotation aliases included; `expires_at` is indexed.
+            expired: format!("SELECT count(*) FROM {t} WHERE expires_at <= $1"),
             scan: format!(
                 "SELECT key, expires_at, last_access, payload FROM {t} \
                  WHERE key > $1 AND expires_at > $2 AND NOT alias ORDER BY key LIMIT $3"
@@ -560,6 +563,13 @@ impl Store for PostgresStore {
     async fn len(&self, now: Millis) -> Result<u64> {
         let rows = self.query("len", &self.sql.len, &[&now]).await?;
         Ok(rows.first().map(|r| r.get::<_, i64>(0)).unwrap_or(0).max(0) as u64)
+    }
+
+    async fn expired_awaiting_gc(&self, now: Millis) -> Result<Option<u64>> {
+        let rows = self.query("expired", &self.sql.expired, &[&now]).await?;
+        Ok(Some(
+            rows.first().map(|r| r.get::<_, i64>(0)).unwrap_or(0).max(0) as u64,
+        ))
     }
 
     async fn scan(&self, cursor: Option<&str>, limit: usize, now: Millis) -> Result<Page> {

@@ -434,6 +434,23 @@ impl RedisStore {
         (format!("{b}x"), format!("{b}k"))
     }
 
+    /// Sum over every bucket of the expiry-index entries scored in `min..=max` (ZCOUNT syntax).
+    async fn count_expiry_index(&self, min: String, max: String, op: &'static str) -> Result<u64> {
+        let cmds = (0..=255u8)
+            .map(|b| {
+                let mut c = redis::cmd("ZCOUNT");
+                c.arg(self.bucket_keys(b).0).arg(&min).arg(&max);
+                c
+            })
+            .collect();
+        Ok(self
+            .many(cmds, op)
+            .await?
+            .into_iter()
+            .map(|v| as_int(v).max(0) as u64)
+            .sum())
+    }
+
     fn user_key(&self, user: &str) -> String {
         let h = Sha256::digest(user.as_bytes());
         let mut hex = String::with_capacity(32);
@@ -1053,21 +1070,16 @@ impl Store for RedisStore {
     }
 
     async fn len(&self, now: Millis) -> Result<u64> {
-        let cmds = (0..=255u8)
-            .map(|b| {
-                let mut c = redis::cmd("ZCOUNT");
-                c.arg(self.bucket_keys(b).0)
-                    .arg(format!("({now}"))
-                    .arg("+inf");
-                c
-            })
-            .collect();
-        Ok(self
-            .many(cmds, "len")
-            .await?
-            .into_iter()
-            .map(|v| as_int(v).max(0) as u64)
-            .sum())
+        self.count_expiry_index(format!("({now}"), "+inf".to_owned(), "len")
+            .await
+    }
+
+    /// Entries of the expiry index that are due: their hashes may already be gone (Redis' own
+    /// TTL), but the index entries are what a `gc` pass removes and counts.
+    async fn expired_awaiting_gc(&self, now: Millis) -> Result<Option<u64>> {
+        self.count_expiry_index("-inf".to_owned(), now.to_string(), "expired")
+            .await
+            .map(Some)
     }
 
     async fn scan(&self, cursor: Option<&str>, limit: usize, now: Millis) -> Result<Page> {
