@@ -146,14 +146,16 @@ pub const SCHEMES: &[(&str, &str)] = &[
     ("file:///dir", "(cargo feature `file`)"),
     ("redis://", "(cargo feature `redis`)"),
     ("redis+cluster://", "(cargo feature `redis`)"),
+    ("rediss://", "(cargo feature `redis-tls`)"),
+    ("rediss+cluster://", "(cargo feature `redis-tls`)"),
     ("postgres://", "(cargo feature `postgres`)"),
     ("postgresql://", "(cargo feature `postgres`)"),
 ];
 
 /// Opens a store by URL, e.g. `memory://`, `sqlite://sessions.db` (feature `sqlite`),
 /// `file:///var/lib/app/sessions` (feature `file`), `redis://127.0.0.1:6379`,
-/// `redis+cluster://h1:7001,h2:7002` (feature `redis`) or `postgres://user@host/db` (feature
-/// `postgres`).
+/// `redis+cluster://h1:7001,h2:7002` (feature `redis`; `rediss://` and `rediss+cluster://` over
+/// TLS with feature `redis-tls`) or `postgres://user@host/db` (feature `postgres`).
 ///
 /// ```
 /// # tokio_test_block_on(async {
@@ -170,11 +172,13 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
     match scheme {
         "memory" => Ok(Arc::new(MemoryStore::new())),
         #[cfg(feature = "redis")]
-        "redis" | "redis+cluster" => Ok(Arc::new(redis::RedisStore::open(url).await?)),
+        "redis" | "redis+cluster" | "rediss" | "rediss+cluster" => {
+            Ok(Arc::new(redis::RedisStore::open(url).await?))
+        }
         #[cfg(feature = "postgres")]
         "postgres" | "postgresql" => Ok(Arc::new(postgres::PostgresStore::open(url).await?)),
         #[cfg(not(feature = "redis"))]
-        "redis" | "redis+cluster" => Err(Error::Config(format!(
+        "redis" | "redis+cluster" | "rediss" | "rediss+cluster" => Err(Error::Config(format!(
             "store URL {url:?} needs the cargo feature `redis` of sessionkit"
         ))),
         #[cfg(not(feature = "postgres"))]

@@ -1,4 +1,5 @@
-//! [`RedisStore`]: sessions in Redis, standalone (`redis://`) or Cluster (`redis+cluster://`).
+//! [`RedisStore`]: sessions in Redis, standalone (`redis://`) or Cluster (`redis+cluster://`),
+//! over TLS as `rediss://` and `rediss+cluster://` with the `redis-tls` feature.
 //!
 //! # Layout
 //!
@@ -64,6 +65,8 @@ use super::{Page, Store};
 use crate::error::{Error, Result};
 use crate::id::Key;
 use crate::record::{Millis, Record};
+
+mod tls;
 
 const KIND: &str = "redis";
 
@@ -154,7 +157,8 @@ fn backend(op: &'static str) -> impl FnOnce(RedisError) -> Error {
 
 impl RedisStore {
     /// Connects to `redis://host:port[/db][?prefix=P][&connections=N]` or
-    /// `redis+cluster://host1:port1,host2:port2,...[?prefix=P]` with default options.
+    /// `redis+cluster://host1:port1,host2:port2,...[?prefix=P]` with default options
+    /// (`rediss://`, `rediss+cluster://`: see [`RedisStore::open_with`]).
     pub async fn open(url: &str) -> Result<Self> {
         Self::open_with(url, RedisOptions::default()).await
     }
@@ -173,9 +177,16 @@ impl RedisStore {
 
     /// Connects with explicit [`RedisOptions`]; a `prefix` or `connections` parameter in the
     /// URL overrides the option. Fails with a clear error if the server does not answer.
+    ///
+    /// With the `redis-tls` feature, `rediss://` and `rediss+cluster://` connect over TLS and
+    /// check the server against the system's trust store, or only against the PEM bundle named
+    /// by `?ca=PATH`; `?cert=PATH&key=PATH` present a client certificate.
     pub async fn open_with(url: &str, options: RedisOptions) -> Result<Self> {
-        let (url, mut params) = super::url::take_params(url, &["prefix", "connections"]);
-        let connections = match params.pop().flatten() {
+        let (url, params) =
+            super::url::take_params(url, &["prefix", "connections", "ca", "cert", "key"]);
+        let [prefix, connections, ca, cert, key]: [Option<String>; 5] =
+            params.try_into().expect("five parameters");
+        let connections = match connections {
             Some(n) => n
                 .parse::<usize>()
                 .ok()
@@ -187,17 +198,31 @@ impl RedisStore {
                 })?,
             None => options.connections.clamp(1, 64),
         };
-        let url_prefix = params.pop().flatten();
-        let prefix = url_prefix.unwrap_or(options.prefix);
+        let prefix = prefix.unwrap_or(options.prefix);
         check_prefix(&prefix)?;
-        let conn = if let Some(rest) = url.strip_prefix("redis+cluster://") {
-            let nodes = cluster_nodes(rest)?;
-            let client = ClusterClientBuilder::new(nodes)
+        let (scheme, rest) = url.split_once("://").unwrap_or(("", ""));
+        let (tls, cluster) = match scheme {
+            "redis" => (false, false),
+            "rediss" => (true, false),
+            "redis+cluster" => (false, true),
+            "rediss+cluster" => (true, true),
+            _ => {
+                return Err(Error::Config(format!(
+                    "not a redis URL: {url:?} (expected redis://, rediss://, redis+cluster:// or \
+                     rediss+cluster://)"
+                )))
+            }
+        };
+        let certs = tls::certificates(tls, ca, cert, key)?;
+        let conn = if cluster {
+            let node_scheme = if tls { "rediss" } else { "redis" };
+            let builder = ClusterClientBuilder::new(cluster_nodes(node_scheme, rest)?)
                 .connection_timeout(options.connect_timeout)
                 .response_timeout(options.response_timeout)
                 .retries(2)
                 .min_retry_wait(20)
-                .max_retry_wait(200)
+                .max_retry_wait(200);
+            let client = tls::cluster_certs(builder, certs)
                 .build()
                 .map_err(|e| Error::Config(format!("redis cluster URL {url:?}: {e}")))?;
             let c = client
@@ -205,8 +230,8 @@ impl RedisStore {
                 .await
                 .map_err(backend("connect"))?;
             Conn::Cluster(c)
-        } else if url.starts_with("redis://") {
-            let client = redis::Client::open(url.as_str())
+        } else {
+            let client = tls::client(&url, certs)
                 .map_err(|e| Error::Config(format!("redis URL {url:?}: {e}")))?;
             let config = redis::aio::ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(options.connect_timeout))
@@ -225,10 +250,6 @@ impl RedisStore {
                 );
             }
             Conn::Single(pool, Default::default())
-        } else {
-            return Err(Error::Config(format!(
-                "not a redis URL: {url:?} (expected redis:// or redis+cluster://)"
-            )));
         };
         Ok(Self {
             conn,
@@ -528,7 +549,7 @@ impl RedisStore {
     }
 }
 
-fn cluster_nodes(rest: &str) -> Result<Vec<String>> {
+fn cluster_nodes(scheme: &str, rest: &str) -> Result<Vec<String>> {
     let authority = rest.split(['/', '?']).next().unwrap_or("");
     let (userinfo, hosts) = match authority.rsplit_once('@') {
         Some((u, h)) => (format!("{u}@"), h),
@@ -537,11 +558,11 @@ fn cluster_nodes(rest: &str) -> Result<Vec<String>> {
     let nodes: Vec<String> = hosts
         .split(',')
         .filter(|h| !h.is_empty())
-        .map(|h| format!("redis://{userinfo}{h}"))
+        .map(|h| format!("{scheme}://{userinfo}{h}"))
         .collect();
     if nodes.is_empty() {
         return Err(Error::Config(
-            "redis+cluster URL names no node (expected redis+cluster://host:port,host:port)".into(),
+            "redis cluster URL names no node (expected redis+cluster://host:port,host:port)".into(),
         ));
     }
     Ok(nodes)
@@ -1221,13 +1242,13 @@ mod tests {
     #[test]
     fn cluster_urls_split_into_nodes() {
         assert_eq!(
-            cluster_nodes("a:1,b:2/?prefix=x").unwrap(),
+            cluster_nodes("redis", "a:1,b:2/?prefix=x").unwrap(),
             vec!["redis://a:1", "redis://b:2"]
         );
         assert_eq!(
-            cluster_nodes(":pw@a:1,b:2").unwrap(),
+            cluster_nodes("redis", ":pw@a:1,b:2").unwrap(),
             vec!["redis://:pw@a:1", "redis://:pw@b:2"]
         );
-        assert!(cluster_nodes("").is_err());
+        assert!(cluster_nodes("redis", "").is_err());
     }
 }
