@@ -6,38 +6,9 @@
 
 mod shared_stores;
 
-use std::sync::Arc;
+#[path = "shared_stores/postgres_fixture.rs"]
+mod postgres_fixture;
 
-use sessionkit::store::postgres::PostgresStore;
-use sessionkit::testkit::{async_trait, Fixture, RawAccess};
-use sessionkit::Key;
-use shared_stores::{postgres_url, required, token, with_param, DropSchema};
-
-#[derive(Debug)]
-struct Raw(Arc<PostgresStore>);
-
-#[async_trait]
-impl RawAccess for Raw {
-    async fn put_raw(&self, key: &Key, bytes: &[u8]) -> sessionkit::Result<()> {
-        self.0.put_raw(key, bytes).await
-    }
-}
-
-async fn fixture() -> Fixture {
-    let schema = format!("sk_conf_{}", token());
-    let url = with_param(&postgres_url(), "schema", &schema);
-    match PostgresStore::open(&url).await {
-        Ok(s) => {
-            let s = Arc::new(s);
-            Fixture::new(s.clone())
-                .with_raw(Raw(s))
-                .keep(DropSchema(schema))
-        }
-        Err(e) if required() => {
-            panic!("postgres is required (SESSIONKIT_REQUIRE_SERVICES=1) but unavailable: {e}")
-        }
-        Err(e) => Fixture::skip(format!("postgres unavailable: {e}")),
-    }
-}
-
-sessionkit::conformance_tests!(postgres, async { fixture().await });
+sessionkit::conformance_tests!(postgres, async {
+    postgres_fixture::fixture(&shared_stores::postgres_url()).await
+});

@@ -40,13 +40,15 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
-use tokio_postgres::{NoTls, Row};
+use deadpool_postgres::{ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::Row;
 
 use super::{Page, Store};
 use crate::error::{Error, Result};
 use crate::id::Key;
 use crate::record::{Millis, Record};
+
+mod tls;
 
 const KIND: &str = "postgres";
 
@@ -197,6 +199,20 @@ fn check_ident(what: &str, name: &str) -> Result<()> {
     }
 }
 
+/// `e` and its sources, joined by ": ".
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.ends_with(&part) {
+            text = format!("{text}: {part}");
+        }
+        source = s.source();
+    }
+    text
+}
+
 fn backend(op: &'static str) -> impl FnOnce(tokio_postgres::Error) -> Error {
     move |e| Error::backend(KIND, op, e)
 }
@@ -211,13 +227,18 @@ impl PostgresStore {
 
     /// Like [`PostgresStore::open`] with explicit options; `?schema=`/`?table=` in the URL win.
     pub async fn open_with(url: &str, mut options: PostgresOptions) -> Result<Self> {
-        let (url, params) = super::url::take_params(url, &["schema", "table"]);
-        if let Some(s) = params[0].clone() {
+        // sslmode is sessionkit's to read: tokio-postgres knows no verify-ca or verify-full.
+        let (url, params) =
+            super::url::take_params(url, &["schema", "table", "sslmode", "sslrootcert"]);
+        let [schema, table, sslmode, sslrootcert]: [Option<String>; 4] =
+            params.try_into().expect("four parameters");
+        if let Some(s) = schema {
             options.schema = s;
         }
-        if let Some(t) = params[1].clone() {
+        if let Some(t) = table {
             options.table = t;
         }
+        let tls = tls::Tls::from_params(sslmode.as_deref(), sslrootcert)?;
         check_ident("schema", &options.schema)?;
         check_ident("table", &options.table)?;
         let mut pg = tokio_postgres::Config::from_str(&url)
@@ -226,13 +247,12 @@ impl PostgresStore {
         if pg.get_application_name().is_none() {
             pg.application_name("sessionkit");
         }
-        let manager = Manager::from_config(
+        let manager = tls.manager(
             pg,
-            NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
-        );
+        )?;
         let pool = Pool::builder(manager)
             .max_size(options.pool_size.max(1))
             .wait_timeout(Some(options.connect_timeout))
@@ -256,10 +276,12 @@ impl PostgresStore {
     }
 
     async fn client(&self, op: &'static str) -> Result<Object> {
+        // The pool's error hides the cause (a refused certificate, a wrong password) a few
+        // sources down; an operator needs it in the message.
         self.pool
             .get()
             .await
-            .map_err(|e| Error::backend(KIND, op, e))
+            .map_err(|e| Error::backend(KIND, op, error_chain(&e)))
     }
 
     /// Creates the tables (or checks them) under an advisory lock; see the module docs.
