@@ -183,35 +183,39 @@ mod checked {
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| Error::Config(format!("postgres TLS: {e}")))?;
-        let config = match verify {
-            Verify::Full => builder
+        if verify == Verify::Full {
+            return Ok(builder
                 .with_root_certificates(roots(roots_path)?)
-                .with_no_client_auth(),
-            Verify::Chain => {
-                let inner = WebPkiServerVerifier::builder_with_provider(
+                .with_no_client_auth());
+        }
+        let chain = match verify {
+            Verify::Chain => Some(
+                WebPkiServerVerifier::builder_with_provider(
                     Arc::new(roots(roots_path)?),
-                    provider,
+                    provider.clone(),
                 )
                 .build()
-                .map_err(|e| Error::Config(format!("postgres TLS: {e}")))?;
-                builder
-                    .dangerous()
-                    .with_custom_certificate_verifier(Arc::new(ChainOnly(inner)))
-                    .with_no_client_auth()
-            }
-            Verify::Nothing => builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(Unchecked(provider)))
-                .with_no_client_auth(),
+                .map_err(|e| Error::Config(format!("postgres TLS: {e}")))?,
+            ),
+            _ => None,
         };
-        Ok(config)
+        Ok(builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(Partial { chain, provider }))
+            .with_no_client_auth())
     }
 
-    /// `verify-ca`: the full WebPKI check, except that a certificate for another name passes.
+    /// The checks below `verify-full`: with `chain` (`verify-ca`) the full WebPKI check except
+    /// that a certificate for another name passes; without (libpq's `require` and `prefer`) any
+    /// certificate. Either way the handshake itself is verified: the server proves it holds the
+    /// key of the certificate it sent.
     #[derive(Debug)]
-    struct ChainOnly(Arc<WebPkiServerVerifier>);
+    struct Partial {
+        chain: Option<Arc<WebPkiServerVerifier>>,
+        provider: Arc<CryptoProvider>,
+    }
 
-    impl ServerCertVerifier for ChainOnly {
+    impl ServerCertVerifier for Partial {
         fn verify_server_cert(
             &self,
             end_entity: &CertificateDer<'_>,
@@ -220,7 +224,10 @@ mod checked {
             ocsp_response: &[u8],
             now: UnixTime,
         ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-            match self.0.verify_server_cert(
+            let Some(chain) = &self.chain else {
+                return Ok(ServerCertVerified::assertion());
+            };
+            match chain.verify_server_cert(
                 end_entity,
                 intermediates,
                 server_name,
@@ -241,7 +248,8 @@ mod checked {
             cert: &CertificateDer<'_>,
             dss: &DigitallySignedStruct,
         ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-            self.0.verify_tls12_signature(message, cert, dss)
+            let algorithms = &self.provider.signature_verification_algorithms;
+            verify_tls12_signature(message, cert, dss, algorithms)
         }
 
         fn verify_tls13_signature(
@@ -250,61 +258,14 @@ mod checked {
             cert: &CertificateDer<'_>,
             dss: &DigitallySignedStruct,
         ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-            self.0.verify_tls13_signature(message, cert, dss)
+            let algorithms = &self.provider.signature_verification_algorithms;
+            verify_tls13_signature(message, cert, dss, algorithms)
         }
 
         fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-            self.0.supported_verify_schemes()
-        }
-    }
-
-    /// libpq's `require`/`prefer`: any certificate, but the handshake itself is still verified
-    /// (the server proves it holds the key of the certificate it sent).
-    #[derive(Debug)]
-    struct Unchecked(Arc<CryptoProvider>);
-
-    impl ServerCertVerifier for Unchecked {
-        fn verify_server_cert(
-            &self,
-            _: &CertificateDer<'_>,
-            _: &[CertificateDer<'_>],
-            _: &ServerName<'_>,
-            _: &[u8],
-            _: UnixTime,
-        ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-            Ok(ServerCertVerified::assertion())
-        }
-
-        fn verify_tls12_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-            verify_tls12_signature(
-                message,
-                cert,
-                dss,
-                &self.0.signature_verification_algorithms,
-            )
-        }
-
-        fn verify_tls13_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-            verify_tls13_signature(
-                message,
-                cert,
-                dss,
-                &self.0.signature_verification_algorithms,
-            )
-        }
-
-        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-            self.0.signature_verification_algorithms.supported_schemes()
+            self.provider
+                .signature_verification_algorithms
+                .supported_schemes()
         }
     }
 }
