@@ -2,7 +2,8 @@
 //! (three masters, one replica each) started here on free loopback ports. While the master is
 //! gone, calls for its slots end promptly with an "unavailable" error and never return another
 //! session's data; once its replica has taken over, the same store object serves every session
-//! again, with the data acknowledged before the crash, and saves go through.
+//! again, with the data acknowledged before the crash, and saves go through. With
+//! `wait_replicas=1` nothing acknowledged is lost even when the crash follows the writes at once.
 #![cfg(feature = "redis")]
 
 mod shared_stores;
@@ -51,7 +52,8 @@ async fn a_dead_master_gives_prompt_errors_then_its_replica_serves_every_session
     }
     // Replication is asynchronous: Redis may lose a write acknowledged just before a master
     // dies (documented in its Cluster specification). Wait until the replicas hold everything,
-    // so what this test checks is the store's recovery, not that window.
+    // so what this test checks is the store's recovery, not that window (`wait_replicas`
+    // closes it; see the next test).
     let deadline = Instant::now() + Duration::from_secs(10);
     while !nodes.replicas_caught_up() {
         assert!(Instant::now() < deadline, "replicas did not catch up");
@@ -131,4 +133,113 @@ async fn a_dead_master_gives_prompt_errors_then_its_replica_serves_every_session
         assert_eq!(store.load(k, now).await.unwrap().as_ref(), Some(r));
     }
     assert_eq!(store.len(now_millis()).await.unwrap(), 64);
+}
+
+/// With `wait_replicas=1` a write is reported done only once a replica holds it, so a failover
+/// right after it loses nothing: neither a save nor a logout (no resurrected session).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_wait_replicas_acknowledged_writes_and_logouts_survive_a_failover() {
+    let plan = Plan {
+        tls: false,
+        masters: 3,
+        replicas: 1,
+    };
+    let Some(mut nodes) = RedisNodes::start(plan) else {
+        return;
+    };
+    let url = format!("{}?wait_replicas=1", nodes.url());
+    let store = RedisStore::open(&url).await.unwrap();
+    let mut sessions = Vec::new();
+    for i in 0..64 {
+        let (k, r) = (new_key(), next(&record(600_000), i));
+        store.create(&k, &r).await.unwrap();
+        sessions.push((k, r));
+    }
+    // A save of every even session and a logout of every odd one, then at once the crash: no
+    // waiting for the replicas beyond what each write waited for itself.
+    for (i, (k, r)) in sessions.iter_mut().enumerate() {
+        if i % 2 == 0 {
+            let newer = next(r, 500 + i as i64);
+            store.save(k, &newer, r.version).await.unwrap();
+            *r = newer;
+        } else {
+            assert!(store.destroy(k).await.unwrap());
+        }
+    }
+    let victim = nodes.masters()[0];
+    nodes.kill(victim);
+
+    let started = Instant::now();
+    'recovery: loop {
+        let mut seen = Vec::new();
+        for (k, _) in &sessions {
+            match load(&store, k).await {
+                Ok(got) => seen.push(got),
+                Err(e) => {
+                    assert!(e.is_unavailable(), "not an unavailable error: {e:?}");
+                    assert!(
+                        started.elapsed() < Duration::from_secs(60),
+                        "the store did not recover within 60 s"
+                    );
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue 'recovery;
+                }
+            }
+        }
+        for (i, ((_, r), got)) in sessions.iter().zip(seen).enumerate() {
+            if i % 2 == 0 {
+                assert_eq!(
+                    got.as_ref(),
+                    Some(r),
+                    "session {i}: an acknowledged save was lost"
+                );
+            } else {
+                assert_eq!(got, None, "session {i}: a logged-out session came back");
+            }
+        }
+        break;
+    }
+    eprintln!(
+        "recovered {:.1?} after the kill, nothing lost",
+        started.elapsed()
+    );
+}
+
+/// Without enough replicas a write is not acknowledged: a prompt error that says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_replicas_without_replicas_is_a_prompt_clear_error() {
+    let plan = Plan {
+        tls: false,
+        masters: 1,
+        replicas: 0,
+    };
+    let Some(node) = RedisNodes::start(plan) else {
+        return;
+    };
+    let options = RedisOptions {
+        response_timeout: Duration::from_millis(400),
+        ..RedisOptions::default()
+    };
+    let url = format!("{}?wait_replicas=1", node.url());
+    let store = RedisStore::open_with(&url, options).await.unwrap();
+    let k = new_key();
+    let started = Instant::now();
+    let err = store.create(&k, &record(60_000)).await.unwrap_err();
+    assert!(err.is_unavailable(), "{err:?}");
+    assert!(
+        err.to_string().contains("0 of the 1 replicas"),
+        "the error must say why: {err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    // The same URL without the requirement writes normally.
+    let plain = RedisStore::open(&node.url()).await.unwrap();
+    plain.create(&new_key(), &record(60_000)).await.unwrap();
+    assert!(matches!(
+        RedisStore::open(&format!("{}?wait_replicas=x", node.url())).await,
+        Err(sessionkit::Error::Config(_))
+    ));
 }

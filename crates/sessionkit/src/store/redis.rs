@@ -85,6 +85,15 @@ pub struct RedisOptions {
     /// client's requests from queueing behind one socket's reader. Cluster connections manage
     /// their own per-node sockets and ignore this.
     pub connections: usize,
+    /// Replicas that must hold each write before the store reports it done (default 0; URL:
+    /// `?wait_replicas=N`). With N > 0 every write is followed by `WAIT N` on the connection that
+    /// sent it, bounded by half the response timeout; fewer acknowledgements make the write an
+    /// error (the request fails) even though the master applied it. Redis replicates
+    /// asynchronously, so without this a failover can lose the last acknowledged writes, a
+    /// logout among them. Costs a round trip plus the replication delay per write, and since
+    /// `WAIT` holds the connection it runs on, calls multiplexed on that connection queue
+    /// behind it (raise `connections` for many concurrent writers).
+    pub wait_replicas: usize,
 }
 
 impl Default for RedisOptions {
@@ -94,6 +103,7 @@ impl Default for RedisOptions {
             connect_timeout: Duration::from_secs(2),
             response_timeout: Duration::from_secs(2),
             connections: 2,
+            wait_replicas: 0,
         }
     }
 }
@@ -127,6 +137,8 @@ pub struct RedisStore {
     conn: Conn,
     prefix: String,
     scripts: &'static Scripts,
+    /// `WAIT` after every write: replicas required and the wait's limit in milliseconds.
+    wait: Option<(usize, u64)>,
 }
 
 impl fmt::Debug for RedisStore {
@@ -182,10 +194,35 @@ impl RedisStore {
     /// check the server against the system's trust store, or only against the PEM bundle named
     /// by `?ca=PATH`; `?cert=PATH&key=PATH` present a client certificate.
     pub async fn open_with(url: &str, options: RedisOptions) -> Result<Self> {
-        let (url, params) =
-            super::url::take_params(url, &["prefix", "connections", "ca", "cert", "key"]);
-        let [prefix, connections, ca, cert, key]: [Option<String>; 5] =
-            params.try_into().expect("five parameters");
+        let (url, params) = super::url::take_params(
+            url,
+            &[
+                "prefix",
+                "connections",
+                "ca",
+                "cert",
+                "key",
+                "wait_replicas",
+            ],
+        );
+        let [prefix, connections, ca, cert, key, wait_replicas]: [Option<String>; 6] =
+            params.try_into().expect("six parameters");
+        let wait_replicas = match wait_replicas {
+            Some(n) => n
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n <= 64)
+                .ok_or_else(|| {
+                    Error::Config(format!(
+                        "redis URL: wait_replicas must be a number from 0 to 64, got {n:?}"
+                    ))
+                })?,
+            None => options.wait_replicas,
+        };
+        let wait = (wait_replicas > 0).then(|| {
+            let ms = (options.response_timeout.as_millis() / 2).clamp(1, u64::MAX as u128);
+            (wait_replicas, ms as u64)
+        });
         let connections = match connections {
             Some(n) => n
                 .parse::<usize>()
@@ -254,6 +291,7 @@ impl RedisStore {
         Ok(Self {
             conn,
             prefix,
+            wait,
             scripts: scripts(),
         })
     }
@@ -415,21 +453,55 @@ impl RedisStore {
             c.arg(body).arg(keys.len()).arg(keys).arg(args);
             c
         };
-        let r = {
-            let cmd = build("EVALSHA", &script.sha);
-            match &self.conn {
-                Conn::Single(pool, turn) => {
-                    cmd.query_async::<Value>(&mut Conn::next(pool, turn)).await
-                }
-                Conn::Cluster(c) => cmd.query_async::<Value>(&mut c.clone()).await,
-            }
+        // Every script writes. The fallback and the WAIT go on the connection that ran it:
+        // WAIT counts the replication of that connection's own writes.
+        let (mut single, mut cluster) = match &self.conn {
+            Conn::Single(pool, turn) => (Some(Conn::next(pool, turn)), None),
+            Conn::Cluster(c) => (None, Some(c.clone())),
         };
-        match r {
+        let mut run = async |cmd: Cmd| match (&mut single, &mut cluster) {
+            (Some(c), _) => cmd.query_async::<Value>(c).await,
+            (_, Some(c)) => cmd.query_async::<Value>(c).await,
+            _ => unreachable!("one connection"),
+        };
+        let value = match run(build("EVALSHA", &script.sha)).await {
             Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                self.query(&build("EVAL", &script.code), op).await
+                run(build("EVAL", &script.code)).await
             }
-            r => r.map_err(backend(op)),
+            r => r,
         }
+        .map_err(backend(op))?;
+        let Some((replicas, ms)) = self.wait else {
+            return Ok(value);
+        };
+        let mut wait = redis::cmd("WAIT");
+        wait.arg(replicas).arg(ms);
+        let acked = match (&mut single, &mut cluster) {
+            (Some(c), _) => wait.query_async::<Value>(c).await,
+            (_, Some(c)) => {
+                use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+                let route = Route::with_key(keys[0].as_bytes(), SlotAddr::Master);
+                c.route_command(
+                    wait,
+                    RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route)),
+                )
+                .await
+            }
+            _ => unreachable!("one connection"),
+        }
+        .map_err(backend(op))?;
+        let acked = as_int(acked).max(0) as usize;
+        if acked < replicas {
+            return Err(Error::backend(
+                KIND,
+                op,
+                format!(
+                    "written on the master, but {acked} of the {replicas} replicas required \
+                     (wait_replicas) acknowledged it within {ms} ms"
+                ),
+            ));
+        }
+        Ok(value)
     }
 
     fn bucket(&self, key: &Key) -> String {
