@@ -134,6 +134,20 @@ async fn two_nodes_on_redis_cluster() {
     }
 }
 
+/// Two processes on one machine may share an embedded store too (a pre-fork deployment, or a
+/// restart overlapping the old process): the same guarantees hold across them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_on_one_sqlite_file() {
+    let dir = tempfile::tempdir().unwrap();
+    two_nodes_share_sessions(&format!("sqlite://{}", dir.path().join("s.db").display())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_on_one_file_store() {
+    let dir = tempfile::tempdir().unwrap();
+    two_nodes_share_sessions(&format!("file://{}", dir.path().join("sessions").display())).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_on_postgres() {
     let schema = format!("mn_{}", unique());
