@@ -77,6 +77,16 @@ async fn refused_tls_connections_are_prompt_clear_errors() {
             server.url_with("other-ca.pem", true),
         ),
         (
+            // No `ca`: the system's trust store, which does not hold the test CA.
+            "server signed by a CA outside the system's trust store",
+            format!(
+                "rediss://127.0.0.1:{}?cert={}&key={}",
+                server.ports[0],
+                server.file("client.pem"),
+                server.file("client.key")
+            ),
+        ),
+        (
             "plain text to the TLS port",
             format!("redis://127.0.0.1:{}", server.ports[0]),
         ),
