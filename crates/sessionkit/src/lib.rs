@@ -31,6 +31,20 @@
 //! Guarantees: IDs are 256-bit CSPRNG values, stored only as SHA-256 hashes; unknown or expired
 //! IDs are never adopted (a fresh ID is issued); saves are compare-and-set with replay, so
 //! concurrent requests merge; idle and absolute timeouts are enforced server side.
+//!
+//! # Cargo features
+//!
+//! | feature | what it adds |
+//! | --- | --- |
+//! | `axum` (default) | the [`Session`] extractor for axum |
+//! | `sqlite` | `sqlite://path.db` (SQLite compiled in) |
+//! | `file` | `file:///dir`, one file per session |
+//! | `redis` | `redis://` and `redis+cluster://` |
+//! | `redis-tls` | `rediss://` and `rediss+cluster://` (rustls) |
+//! | `postgres` | `postgres://` |
+//! | `postgres-tls` | libpq's `sslmode` and `sslrootcert` on `postgres://` (rustls) |
+//! | `metrics` | counters, gauges and a latency histogram through the `metrics` facade |
+//! | `testkit` | the store conformance suite, for third-party stores |
 
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
