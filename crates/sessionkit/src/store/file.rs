@@ -694,6 +694,24 @@ impl Inner {
         Ok(n)
     }
 
+    /// What a full GC pass at `now` would remove: files due by their mtime whose record is
+    /// expired or unreadable (a directory walk, like `len`, reading only the due files).
+    fn expired_awaiting_gc(&self, now: Millis) -> Result<u64> {
+        let mut n = 0;
+        for shard in 0..SHARDS {
+            for (key, entry) in Self::keys_in(&self.shard_dir(shard), "expired")? {
+                if Self::mtime(&entry).is_some_and(|t| t <= now) {
+                    n += match self.read(&key, "expired")? {
+                        Read::Found(r) => u64::from(r.is_expired(now)),
+                        Read::Corrupt => 1,
+                        Read::Absent => 0,
+                    };
+                }
+            }
+        }
+        Ok(n)
+    }
+
     fn scan(&self, cursor: Option<&str>, limit: usize, now: Millis) -> Result<Page> {
         let after = super::key_cursor(cursor)?;
         let limit = limit.max(1);
@@ -885,6 +903,12 @@ impl Store for FileStore {
 
     async fn len(&self, now: Millis) -> Result<u64> {
         self.run("len", move |s| s.len(now)).await
+    }
+
+    async fn expired_awaiting_gc(&self, now: Millis) -> Result<Option<u64>> {
+        self.run("expired", move |s| s.expired_awaiting_gc(now))
+            .await
+            .map(Some)
     }
 
     async fn scan(&self, cursor: Option<&str>, limit: usize, now: Millis) -> Result<Page> {
