@@ -8,6 +8,7 @@
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::shared_stores::unavailable;
@@ -110,15 +111,23 @@ fn make_certificates(dir: &Path) -> bool {
         && leaf("client", "extendedKeyUsage=clientAuth\n")
 }
 
-/// A loopback port that is free, and whose Cluster bus port (+10000) is free too.
+/// A free loopback port whose Cluster bus port (+10000) is free too, both below the kernel's
+/// ephemeral range (32768 and up on Linux): a port the kernel hands out to some other socket
+/// meanwhile (an outgoing connection's source port, a `bind(0)` listener of another test) would
+/// make the node fail to start.
 fn free_port_pair() -> u16 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let seed = u64::from(std::process::id())
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos().into());
     loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if port < 55_000 && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let mixed =
+            (seed ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        let port = 12_000 + (mixed >> 40) as u16 % 10_700; // 12000..22700, bus 22000..32700
+        let free = |p: u16| TcpListener::bind(("127.0.0.1", p)).is_ok();
+        if free(port) && free(port + 10_000) {
             return port;
         }
     }
@@ -140,17 +149,44 @@ impl RedisNodes {
         {
             return unavailable("redis-server binary", "not installed");
         }
+        // The certificates, made once and copied into each attempt's directory.
         let dir = tempfile::tempdir().unwrap();
         if plan.tls && !make_certificates(dir.path()) {
             return unavailable("openssl command", "missing or failed to make certificates");
         }
+        // A port taken between choosing and binding it fails one attempt, not the test.
+        let mut why = String::new();
+        for _ in 0..3 {
+            let mut nodes = Self {
+                plan,
+                ports: Vec::new(),
+                dir: tempfile::tempdir().unwrap(),
+                children: Vec::new(),
+            };
+            if plan.tls {
+                for f in [
+                    "ca.pem",
+                    "other-ca.pem",
+                    "server.pem",
+                    "server.key",
+                    "client.pem",
+                    "client.key",
+                ] {
+                    std::fs::copy(dir.path().join(f), nodes.dir.path().join(f)).unwrap();
+                }
+            }
+            match nodes.launch() {
+                Ok(()) => return Some(nodes),
+                Err(e) => why = e,
+            }
+        }
+        unavailable("private redis nodes", why)
+    }
+
+    /// Starts the processes and, for a Cluster, joins them.
+    fn launch(&mut self) -> Result<(), String> {
+        let plan = self.plan;
         let cluster = plan.masters > 1 || plan.replicas > 0;
-        let mut nodes = Self {
-            plan,
-            ports: Vec::new(),
-            dir,
-            children: Vec::new(),
-        };
         for _ in 0..plan.masters * (1 + plan.replicas) {
             let port = free_port_pair();
             let mut cmd = Command::new("redis-server");
@@ -178,25 +214,39 @@ impl RedisNodes {
                 }
             }
             let child = cmd
-                .current_dir(nodes.dir.path())
+                .current_dir(self.dir.path())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
                 .expect("spawn redis-server");
-            nodes.children.push(Some(child));
-            nodes.ports.push(port);
+            self.children.push(Some(child));
+            self.ports.push(port);
         }
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !nodes.ports.iter().all(|p| answers(*p)) {
+        loop {
+            // A node that could not bind its port has exited, whoever answers there.
+            let exited = self
+                .children
+                .iter_mut()
+                .flatten()
+                .any(|c| !matches!(c.try_wait(), Ok(None)));
+            if exited {
+                return Err(
+                    "a redis-server exited at start (port taken, or no TLS support)".into(),
+                );
+            }
+            if self.ports.iter().all(|p| answers(*p)) {
+                break;
+            }
             if Instant::now() > deadline {
-                return unavailable("private redis-server", "did not start (built without TLS?)");
+                return Err("redis-server did not answer within 10 s".into());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        if cluster && !nodes.make_cluster() {
-            return unavailable("private redis cluster", "redis-cli --cluster create failed");
+        if cluster {
+            self.make_cluster()?;
         }
-        Some(nodes)
+        Ok(())
     }
 
     /// `redis-cli` for these nodes (over TLS with the client certificate when they are TLS).
@@ -230,30 +280,37 @@ impl RedisNodes {
 
     /// Joins the nodes into one Cluster and waits until it serves every slot with every replica
     /// attached.
-    fn make_cluster(&self) -> bool {
+    fn make_cluster(&self) -> Result<(), String> {
         let nodes: Vec<String> = self
             .ports
             .iter()
             .map(|p| format!("127.0.0.1:{p}"))
             .collect();
-        let created = self
+        let out = self
             .cli(self.ports[0])
             .arg("--cluster")
             .arg("create")
             .args(&nodes)
             .args(["--cluster-replicas", &self.plan.replicas.to_string()])
             .arg("--cluster-yes")
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while created && Instant::now() < deadline {
+            .stderr(Stdio::piped())
+            .output()
+            .map_err(|e| format!("redis-cli: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "redis-cli --cluster create failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
             if self.cluster_ok(&self.ports) && self.replicas_in_sync() {
-                return true;
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        false
+        Err("the cluster was not ready with every replica in sync within 60 s".into())
     }
 
     /// True when every node of `ports` says the Cluster serves every slot.
