@@ -86,9 +86,11 @@ pub struct RedisOptions {
     /// their own per-node sockets and ignore this.
     pub connections: usize,
     /// Replicas that must hold each write before the store reports it done (default 0; URL:
-    /// `?wait_replicas=N`). With N > 0 every write is followed by `WAIT N` on the connection that
-    /// sent it, bounded by half the response timeout; fewer acknowledgements make the write an
-    /// error (the request fails) even though the master applied it. Redis replicates
+    /// `?wait_replicas=N`). With N > 0 every change to a record (and every user-index entry
+    /// written ahead of one) is followed by `WAIT N` on the connection that sent it, bounded by
+    /// half the response timeout; fewer acknowledgements make the write an error (the request
+    /// fails) even though the master applied it. Removals from the user index are not waited
+    /// for: the index is a hint that reads check against the records. Redis replicates
     /// asynchronously, so without this a failover can lose the last acknowledged writes, a
     /// logout among them. Costs a round trip plus the replication delay per write, and since
     /// `WAIT` holds the connection it runs on, calls multiplexed on that connection queue
