@@ -18,6 +18,13 @@ use sessionkit::store::redis::{RedisOptions, RedisStore};
 use sessionkit::{now_millis, Key, Record, Store};
 use shared_stores::{new_key, next, record};
 
+/// Three masters with one replica each.
+const WITH_REPLICAS: Plan = Plan {
+    tls: false,
+    masters: 3,
+    replicas: 1,
+};
+
 /// One load, bounded: a call that does not end in 10 s is a hang and fails the test.
 async fn load(store: &RedisStore, k: &Key) -> sessionkit::Result<Option<Record>> {
     tokio::time::timeout(Duration::from_secs(10), store.load(k, now_millis()))
@@ -27,12 +34,7 @@ async fn load(store: &RedisStore, k: &Key) -> sessionkit::Result<Option<Record>>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_master_gives_prompt_errors_then_its_replica_serves_every_session() {
-    let plan = Plan {
-        tls: false,
-        masters: 3,
-        replicas: 1,
-    };
-    let Some(mut nodes) = RedisNodes::start(plan) else {
+    let Some(mut nodes) = RedisNodes::start(WITH_REPLICAS) else {
         return;
     };
     let options = RedisOptions {
@@ -139,12 +141,7 @@ async fn a_dead_master_gives_prompt_errors_then_its_replica_serves_every_session
 /// right after it loses nothing: neither a save nor a logout (no resurrected session).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_wait_replicas_acknowledged_writes_and_logouts_survive_a_failover() {
-    let plan = Plan {
-        tls: false,
-        masters: 3,
-        replicas: 1,
-    };
-    let Some(mut nodes) = RedisNodes::start(plan) else {
+    let Some(mut nodes) = RedisNodes::start(WITH_REPLICAS) else {
         return;
     };
     let url = format!("{}?wait_replicas=1", nodes.url());
