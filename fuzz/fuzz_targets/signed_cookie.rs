@@ -53,14 +53,14 @@ fuzz_target!(|data: &[u8]| {
     let [mode, ops, rest @ ..] = data else { return };
     fz::start_logs();
     let store = fz::memory_store();
-    let old_only = Config {
-        signing_keys: vec![key(0x0b)],
-        ..Config::default()
-    };
-    let rotated = Config {
-        signing_keys: vec![key(0x0a), key(0x0b)],
-        ..Config::default()
-    };
+    let old_only = Config::builder()
+        .signing_keys(vec![key(0x0b)])
+        .build()
+        .expect("valid config");
+    let rotated = Config::builder()
+        .signing_keys(vec![key(0x0a), key(0x0b)])
+        .build()
+        .expect("valid config");
     let signer_old = Manager::new(store.clone(), old_only).expect("valid config");
     let manager = Manager::new(store, rotated).expect("valid config");
     fz::block_on(async {

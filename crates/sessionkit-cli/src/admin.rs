@@ -151,10 +151,10 @@ async fn call<T>(
 
 /// A manager over `store` with default settings, for the commands that go through one.
 fn manager(store: Arc<dyn Store>) -> AdminResult<Manager> {
-    let config = Config {
-        store_timeout: CALL_TIMEOUT,
-        ..Config::default()
-    };
+    let config = Config::builder()
+        .store_timeout(CALL_TIMEOUT)
+        .build()
+        .map_err(|e| Failure::runtime(e.to_string()))?;
     Manager::new(store, config).map_err(|e| Failure::runtime(e.to_string()))
 }
 

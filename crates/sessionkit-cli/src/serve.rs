@@ -88,16 +88,16 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let store = sessionkit::store::open(&args.store)
         .await
         .with_context(|| format!("opening store {}", crate::admin::redact(&args.store)))?;
-    let mut config = Config::default();
-    config.cookie.host_prefix = true;
-    config.idle_timeout = args.idle_timeout;
-    config.absolute_timeout = args.absolute_timeout;
-    config.touch_interval = sessionkit::default_touch_interval(args.idle_timeout);
-    config.rotate_after = args.rotate_after;
-    config.rotation_grace = args.rotation_grace;
-    config.store_timeout = args.store_timeout;
-    config.gc_interval = args.gc_interval;
-    let manager = Manager::new(store, config)?;
+    let mut config = Config::builder()
+        .idle_timeout(args.idle_timeout)
+        .absolute_timeout(args.absolute_timeout)
+        .rotation_grace(args.rotation_grace)
+        .store_timeout(args.store_timeout)
+        .gc_interval(args.gc_interval);
+    if let Some(after) = args.rotate_after {
+        config = config.rotate_after(after);
+    }
+    let manager = Manager::new(store, config.build()?)?;
     manager.spawn_gc();
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await

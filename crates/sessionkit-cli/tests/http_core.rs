@@ -189,7 +189,7 @@ async fn pipelined_concurrent_counts_are_exact() {
 async fn idle_timeout_is_enforced() {
     let mut config = demo_config();
     config.idle_timeout = Duration::from_millis(400);
-    config.touch_interval = Duration::from_millis(40);
+    config.touch_interval = Some(Duration::from_millis(40));
     let app = App::start(Arc::new(sessionkit::MemoryStore::new()), config).await;
     let (cookie, _) = new_session(app.addr).await;
     // Activity within the idle window keeps it alive (touches slide the deadline).

@@ -80,7 +80,11 @@ pub enum UserLimitPolicy {
 }
 
 /// Cookie attributes. `HttpOnly` is always set: scripts never need the session token.
+///
+/// Usually set through [`ConfigBuilder`]; the fields stay public for reading and for changing
+/// a default copy.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct CookieConfig {
     /// Cookie name without prefix (default `id`).
     pub name: String,
@@ -115,15 +119,23 @@ impl Default for CookieConfig {
     }
 }
 
-/// Manager settings. Start from `Config::default()` and change what you need.
+/// Manager settings, with secure defaults. Build them with [`Config::builder`], which checks
+/// them at [`ConfigBuilder::build`]:
 ///
 /// ```
 /// use std::time::Duration;
-/// let mut config = sessionkit::Config::default();
-/// config.idle_timeout = Duration::from_secs(15 * 60);
-/// config.cookie.host_prefix = true;
+/// let config = sessionkit::Config::builder()
+///     .idle_timeout(Duration::from_secs(15 * 60))
+///     .rotate_after(Duration::from_secs(15 * 60))
+///     .build()
+///     .unwrap();
+/// assert_eq!(config.idle_timeout, Duration::from_secs(15 * 60));
 /// ```
+///
+/// The fields are public for reading (and for changing a copy); `Manager::new` validates
+/// again, so a contradictory config never reaches a request.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Config {
     /// Cookie attributes.
     pub cookie: CookieConfig,
@@ -134,8 +146,9 @@ pub struct Config {
     /// A session expires this long after creation, however active (default 12 h).
     pub absolute_timeout: Duration,
     /// A read-only request refreshes the idle deadline only if the last refresh is older than
-    /// this (default: a tenth of the idle timeout, at most 60 s), so reads rarely cost a write.
-    pub touch_interval: Duration,
+    /// this, so reads rarely cost a write. `None` (default) follows the idle timeout: a tenth
+    /// of it, at most 60 s.
+    pub touch_interval: Option<Duration>,
     /// Give signed-in sessions a new ID once their current one is this old (default: never).
     pub rotate_after: Option<Duration>,
     /// How long the previous ID keeps working, read-only, after a periodic rotation (30 s).
@@ -166,7 +179,7 @@ impl Default for Config {
             transport: Transport::Cookie,
             idle_timeout: idle,
             absolute_timeout: Duration::from_secs(12 * 3600),
-            touch_interval: default_touch_interval(idle),
+            touch_interval: None,
             rotate_after: None,
             rotation_grace: Duration::from_secs(30),
             store_timeout: Duration::from_secs(5),
@@ -180,12 +193,21 @@ impl Default for Config {
     }
 }
 
-/// A tenth of the idle timeout, capped at 60 s.
-pub fn default_touch_interval(idle: Duration) -> Duration {
-    (idle / 10).min(Duration::from_secs(60))
-}
-
 impl Config {
+    /// A builder starting from the defaults.
+    pub fn builder() -> ConfigBuilder {
+        ConfigBuilder {
+            config: Config::default(),
+            plain_http: false,
+        }
+    }
+
+    /// The touch interval in force: the one set, or a tenth of the idle timeout capped at 60 s.
+    pub(crate) fn effective_touch_interval(&self) -> Duration {
+        self.touch_interval
+            .unwrap_or_else(|| (self.idle_timeout / 10).min(Duration::from_secs(60)))
+    }
+
     /// The cookie name as sent, including the `__Host-` prefix when enabled.
     pub fn cookie_name(&self) -> String {
         if self.cookie.host_prefix {
@@ -195,7 +217,12 @@ impl Config {
         }
     }
 
-    /// Checks the settings for contradictions (called by `Manager::new`).
+    /// Checks the settings for contradictions (called by `Manager::new` and
+    /// [`ConfigBuilder::build`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] naming the contradiction, e.g. the `__Host-` prefix without `Secure`.
     pub fn validate(&self) -> Result<()> {
         let c = &self.cookie;
         let bad = |m: &str| Err(Error::Config(format!("invalid session config: {m}")));
@@ -208,7 +235,8 @@ impl Config {
             return bad("cookie name must be non-empty ASCII letters, digits, '-', '_' or '.'");
         }
         if c.host_prefix && (!c.secure || c.path != "/" || c.domain.is_some()) {
-            return bad("the __Host- prefix requires Secure, Path=/ and no Domain");
+            return bad("the __Host- prefix requires Secure, Path=/ and no Domain \
+                 (for local development over plain HTTP use ConfigBuilder::plain_http_dev)");
         }
         if c.same_site == SameSite::None && !c.secure {
             return bad("SameSite=None requires Secure");
@@ -228,5 +256,121 @@ impl Config {
             return bad("store timeout, GC interval and GC batch must be positive");
         }
         Ok(())
+    }
+}
+
+/// Builds a [`Config`]; every setter has the default documented on the field it sets.
+///
+/// ```
+/// let config = sessionkit::Config::builder()
+///     .cookie_name("sid")
+///     .plain_http_dev() // local development only: no `Secure`, no `__Host-`
+///     .build()
+///     .unwrap();
+/// assert_eq!(config.cookie_name(), "sid");
+/// ```
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct ConfigBuilder {
+    config: Config,
+    plain_http: bool,
+}
+
+macro_rules! setters {
+    ($($(#[$doc:meta])* $name:ident: $ty:ty => $($field:ident).+ $(= $wrap:ident)?;)*) => {
+        $(
+            $(#[$doc])*
+            pub fn $name(mut self, value: $ty) -> Self {
+                self.config.$($field).+ = setters!(@wrap value $($wrap)?);
+                self
+            }
+        )*
+    };
+    (@wrap $v:ident) => { $v };
+    (@wrap $v:ident Some) => { Some($v) };
+}
+
+impl ConfigBuilder {
+    setters! {
+        /// See [`Config::transport`].
+        transport: Transport => transport;
+        /// See [`Config::idle_timeout`]. The touch interval follows it unless set.
+        idle_timeout: Duration => idle_timeout;
+        /// See [`Config::absolute_timeout`].
+        absolute_timeout: Duration => absolute_timeout;
+        /// See [`Config::touch_interval`].
+        touch_interval: Duration => touch_interval = Some;
+        /// See [`Config::rotate_after`].
+        rotate_after: Duration => rotate_after = Some;
+        /// See [`Config::rotation_grace`].
+        rotation_grace: Duration => rotation_grace;
+        /// See [`Config::store_timeout`].
+        store_timeout: Duration => store_timeout;
+        /// See [`Config::gc_interval`].
+        gc_interval: Duration => gc_interval;
+        /// See [`Config::gc_batch`].
+        gc_batch: usize => gc_batch;
+        /// See [`Config::max_retries`].
+        max_retries: u32 => max_retries;
+        /// See [`Config::signing_keys`].
+        signing_keys: Vec<SigningKey> => signing_keys;
+        /// See [`Config::max_sessions_per_user`].
+        max_sessions_per_user: usize => max_sessions_per_user = Some;
+        /// See [`Config::user_limit_policy`].
+        user_limit_policy: UserLimitPolicy => user_limit_policy;
+        /// See [`Config::cookie`].
+        cookie: CookieConfig => cookie;
+        /// See [`CookieConfig::same_site`].
+        same_site: SameSite => cookie.same_site;
+        /// See [`CookieConfig::persistent`].
+        persistent_cookie: bool => cookie.persistent;
+        /// See [`CookieConfig::secure`].
+        secure_cookie: bool => cookie.secure;
+        /// See [`CookieConfig::host_prefix`].
+        host_prefix: bool => cookie.host_prefix;
+    }
+
+    /// See [`CookieConfig::name`].
+    pub fn cookie_name(mut self, name: impl Into<String>) -> Self {
+        self.config.cookie.name = name.into();
+        self
+    }
+
+    /// See [`CookieConfig::path`].
+    pub fn cookie_path(mut self, path: impl Into<String>) -> Self {
+        self.config.cookie.path = path.into();
+        self
+    }
+
+    /// See [`CookieConfig::domain`].
+    pub fn cookie_domain(mut self, domain: impl Into<String>) -> Self {
+        self.config.cookie.domain = Some(domain.into());
+        self
+    }
+
+    /// For local development over plain `http://`: no `Secure` attribute and no `__Host-`
+    /// prefix (a browser refuses both over plain HTTP). Never use it in production: the cookie
+    /// then travels in clear text. [`build`](Self::build) logs a warning.
+    pub fn plain_http_dev(mut self) -> Self {
+        self.config.cookie.secure = false;
+        self.config.cookie.host_prefix = false;
+        self.plain_http = true;
+        self
+    }
+
+    /// The checked config.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] as [`Config::validate`] reports it.
+    pub fn build(self) -> Result<Config> {
+        self.config.validate()?;
+        if self.plain_http {
+            tracing::warn!(
+                "session cookies are set without Secure and without the __Host- prefix \
+                 (plain_http_dev): for local development only"
+            );
+        }
+        Ok(self.config)
     }
 }

@@ -53,6 +53,7 @@ mod config;
 mod error;
 pub mod http;
 mod id;
+mod lifecycle;
 mod manager;
 pub mod metrics;
 mod record;
@@ -60,14 +61,16 @@ mod session;
 pub mod store;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+mod token;
 
 pub use config::{
-    default_touch_interval, Config, CookieConfig, SameSite, SigningKey, Transport, UserLimitPolicy,
+    Config, ConfigBuilder, CookieConfig, SameSite, SigningKey, Transport, UserLimitPolicy,
 };
 pub use error::{BoxError, Error, Result};
-pub use http::{SessionHeaders, SessionLayer, SessionService};
+pub use http::{SessionLayer, SessionService};
 pub use id::{Key, SessionId, ID_LEN};
 pub use manager::{Manager, SessionInfo};
 pub use record::{now_millis, AuthInfo, Data, Extra, Millis, Record};
 pub use session::Session;
 pub use store::{MemoryStore, Page, Store};
+pub use token::SessionHeaders;

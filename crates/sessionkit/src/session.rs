@@ -14,120 +14,21 @@ use subtle::ConstantTimeEq;
 
 use crate::error::{Error, Result};
 use crate::id::{Key, SessionId};
-use crate::manager::Manager;
-use crate::record::{AuthInfo, Millis, Record};
+use crate::lifecycle::{Core, Op, Outcome, State, UpdateFn};
+use crate::record::{AuthInfo, Millis};
 
-/// A recorded change, replayable on a fresher copy of the record.
-pub(crate) enum Op {
-    Set(String, String),
-    Remove(String),
-    Update(String, UpdateFn),
-    Clear,
-    /// User, how they authenticated, and the reset absolute deadline (re-authentication).
-    SetUser(Option<String>, Option<AuthInfo>, Option<Millis>),
-    Csrf(String),
-    Device(Option<String>, Option<String>),
-}
-
-/// `f(key, current JSON)` → new JSON. Boxed, not shared: an operation is only ever replayed
-/// by its own request. The key is passed in rather than captured, so a typical closure (which
-/// captures nothing) needs no allocation at all.
-pub(crate) type UpdateFn = Box<dyn Fn(&str, Option<&str>) -> Result<String> + Send + Sync>;
-
-impl Op {
-    /// Applies the operation to `record`. For `Csrf`, an existing token wins (another request may
-    /// have handed it out already).
-    pub(crate) fn apply(&self, record: &mut Record) -> Result<()> {
-        match self {
-            Op::Set(k, v) => record.data.set(k, v)?,
-            Op::Remove(k) => {
-                record.data.remove(k);
-            }
-            Op::Update(k, f) => {
-                let new = f(k, record.data.get(k))?;
-                record.data.set(k, &new)?;
-            }
-            Op::Clear => record.data.clear(),
-            Op::SetUser(user, auth, absolute) => {
-                record.user = user.clone();
-                if let Some(deadline) = absolute {
-                    record.absolute_expires_at = *deadline;
-                }
-                if auth.is_some() || record.extra.is_some() {
-                    record.extra_mut().auth = auth.clone();
-                }
-            }
-            Op::Csrf(token) => {
-                record.csrf.get_or_insert_with(|| token.clone());
-            }
-            Op::Device(device, ip) => {
-                let extra = record.extra_mut();
-                extra.device = device.clone();
-                extra.ip_prefix = ip.clone();
-            }
-        }
-        Ok(())
-    }
-}
-
-/// The stored session this request resolved to.
-pub(crate) struct Current {
-    pub(crate) id: SessionId,
-    pub(crate) key: Key,
-    /// What `finish` needs of the record as loaded; the record itself became the view.
-    pub(crate) base: Base,
-    /// Loaded through a rotation alias inside its grace window: reads only.
-    pub(crate) read_only: bool,
-}
-
-/// The loaded record's compare-and-set version and the fields that decide whether `finish`
-/// touches or rotates. Kept instead of a second copy of the record: after a lost race the
-/// operations are replayed on a freshly loaded record, never on this one.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Base {
-    pub(crate) version: u64,
-    pub(crate) last_access: Millis,
-    pub(crate) id_issued: Millis,
-    pub(crate) absolute_expires_at: Millis,
-    pub(crate) signed_in: bool,
-}
-
-impl Base {
-    pub(crate) fn of(record: &Record) -> Self {
-        Self {
-            version: record.version,
-            last_access: record.last_access,
-            id_issued: record.id_issued,
-            absolute_expires_at: record.absolute_expires_at,
-            signed_in: record.user.is_some(),
-        }
-    }
-}
-
-pub(crate) struct State {
-    pub(crate) loaded: bool,
-    pub(crate) failed: Option<String>,
-    pub(crate) current: Option<Current>,
-    /// What this request sees: the loaded record plus its own operations.
-    pub(crate) view: Record,
-    pub(crate) ops: Vec<Op>,
-    pub(crate) cycle: bool,
-    pub(crate) destroy: bool,
-    pub(crate) now: Millis,
-}
-
-pub(crate) struct Inner {
-    pub(crate) manager: Manager,
+struct Inner {
+    core: Arc<Core>,
     /// The syntactically valid token the request carried, if any.
-    pub(crate) token: Option<SessionId>,
+    token: Option<SessionId>,
     /// The request carried something under the session cookie name (valid or not).
-    pub(crate) had_token: bool,
-    pub(crate) state: tokio::sync::Mutex<State>,
+    had_token: bool,
+    state: tokio::sync::Mutex<State>,
 }
 
 /// The session of one request. Cheap to clone; clones share state.
 ///
-/// Get it from the axum extractor or [`Manager::start`]. Every method that may need the stored
+/// Get it from the axum extractor or [`Manager::start`](crate::Manager::start). Every method that may need the stored
 /// record is async (the first one loads it).
 ///
 /// ```
@@ -144,7 +45,7 @@ pub(crate) struct Inner {
 /// ```
 #[derive(Clone)]
 pub struct Session {
-    pub(crate) inner: Arc<Inner>,
+    inner: Arc<Inner>,
 }
 
 impl fmt::Debug for Session {
@@ -156,33 +57,35 @@ impl fmt::Debug for Session {
 }
 
 impl Session {
-    pub(crate) fn new(manager: Manager, token: Option<SessionId>, had_token: bool) -> Self {
+    pub(crate) fn new(core: Arc<Core>, token: Option<SessionId>, had_token: bool) -> Self {
         let now = crate::record::now_millis();
-        let view = manager.blank_record(now);
+        let state = State::unloaded(core.blank_record(now), now);
         Self {
             inner: Arc::new(Inner {
-                manager,
+                core,
                 token,
                 had_token,
-                state: tokio::sync::Mutex::new(State {
-                    loaded: false,
-                    failed: None,
-                    current: None,
-                    view,
-                    ops: Vec::new(),
-                    cycle: false,
-                    destroy: false,
-                    now,
-                }),
+                state: tokio::sync::Mutex::new(state),
             }),
         }
+    }
+
+    /// Ends the request's part: writes what it changed (see [`Core::finish`]).
+    pub(crate) async fn finish(&self) -> Result<Outcome> {
+        let mut st = self.inner.state.lock().await;
+        self.inner.core.finish(&mut st, self.inner.had_token).await
     }
 
     async fn state(&self) -> Result<tokio::sync::MutexGuard<'_, State>> {
         let mut st = self.inner.state.lock().await;
         if !st.loaded {
             st.loaded = true;
-            if let Err(e) = self.inner.manager.load_into(&self.inner, &mut st).await {
+            if let Err(e) = self
+                .inner
+                .core
+                .load(self.inner.token.as_ref(), &mut st)
+                .await
+            {
                 st.failed = Some(e.to_string());
                 return Err(e);
             }
@@ -194,9 +97,7 @@ impl Session {
     }
 
     fn record(st: &mut State, op: Op) -> Result<()> {
-        op.apply(&mut st.view)?;
-        st.ops.push(op);
-        Ok(())
+        st.record(op)
     }
 
     /// The value under `key`, deserialized as `T`.
@@ -267,19 +168,19 @@ impl Session {
     /// [`Error::TooManySessions`], as the policy says.
     pub async fn set_user(&self, user: Option<&str>, method: &str) -> Result<()> {
         let mut st = self.state().await?;
-        let manager = &self.inner.manager;
-        let read_only = st.current.as_ref().is_some_and(|c| c.read_only);
+        let core = &self.inner.core;
+        let read_only = st.read_only();
         if let (Some(name), false) = (user, read_only) {
             // (A grace-window request's sign-in is ignored at finish, so it must not evict.)
             let mine = st.current.as_ref().map(|c| c.key);
-            manager.make_room_for(name, mine.as_ref()).await?;
+            core.make_room_for(name, mine.as_ref()).await?;
         }
         let now = st.now;
         let auth = user.map(|_| AuthInfo {
             at: now,
             method: method.to_owned(),
         });
-        let absolute = user.map(|_| manager.blank_record(now).absolute_expires_at);
+        let absolute = user.map(|_| core.blank_record(now).absolute_expires_at);
         Self::record(
             &mut st,
             Op::SetUser(user.map(str::to_owned), auth, absolute),

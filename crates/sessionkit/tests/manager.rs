@@ -82,12 +82,14 @@ async fn typed_values_round_trip_and_wrong_types_are_errors() {
 
 #[tokio::test]
 async fn bearer_and_header_transports_carry_the_token() {
-    let (m, _) = manager(Config {
-        transport: Transport::Bearer {
-            response_header: HeaderName::from_static("x-session-token"),
-        },
-        ..Config::default()
-    });
+    let (m, _) = manager(
+        Config::builder()
+            .transport(Transport::Bearer {
+                response_header: HeaderName::from_static("x-session-token"),
+            })
+            .build()
+            .unwrap(),
+    );
     let s = m.start(&HeaderMap::new());
     s.insert("n", 1).await.unwrap();
     let h = m.finish(&s).await.unwrap();
@@ -104,10 +106,12 @@ async fn bearer_and_header_transports_carry_the_token() {
     assert_eq!(m.start(&req).get::<u32>("n").await.unwrap(), Some(1));
 
     let name = HeaderName::from_static("x-api-session");
-    let (m, _) = manager(Config {
-        transport: Transport::Header(name.clone()),
-        ..Config::default()
-    });
+    let (m, _) = manager(
+        Config::builder()
+            .transport(Transport::Header(name.clone()))
+            .build()
+            .unwrap(),
+    );
     let s = m.start(&HeaderMap::new());
     s.insert("n", 2).await.unwrap();
     let h = m.finish(&s).await.unwrap();
@@ -119,10 +123,7 @@ async fn bearer_and_header_transports_carry_the_token() {
 
 #[tokio::test]
 async fn session_cap_evicts_the_least_recently_used() {
-    let (m, _) = manager(Config {
-        max_sessions_per_user: Some(2),
-        ..Config::default()
-    });
+    let (m, _) = manager(Config::builder().max_sessions_per_user(2).build().unwrap());
     let first = sign_in(&m, "gina").await.unwrap();
     tokio::time::sleep(Duration::from_millis(5)).await;
     let second = sign_in(&m, "gina").await.unwrap();
@@ -140,11 +141,13 @@ async fn session_cap_evicts_the_least_recently_used() {
 
 #[tokio::test]
 async fn session_cap_can_refuse_instead() {
-    let (m, _) = manager(Config {
-        max_sessions_per_user: Some(1),
-        user_limit_policy: UserLimitPolicy::Refuse,
-        ..Config::default()
-    });
+    let (m, _) = manager(
+        Config::builder()
+            .max_sessions_per_user(1)
+            .user_limit_policy(UserLimitPolicy::Refuse)
+            .build()
+            .unwrap(),
+    );
     sign_in(&m, "hal").await.unwrap();
     assert!(matches!(
         sign_in(&m, "hal").await,
@@ -156,10 +159,12 @@ async fn session_cap_can_refuse_instead() {
 
 #[tokio::test]
 async fn reauthentication_restarts_the_absolute_timeout_and_records_how() {
-    let (m, store) = manager(Config {
-        absolute_timeout: Duration::from_millis(400),
-        ..Config::default()
-    });
+    let (m, store) = manager(
+        Config::builder()
+            .absolute_timeout(Duration::from_millis(400))
+            .build()
+            .unwrap(),
+    );
     let token = sign_in(&m, "jo").await.unwrap();
     tokio::time::sleep(Duration::from_millis(250)).await;
     // Re-authenticate (e.g. "confirm your password" before a sensitive action).
@@ -201,10 +206,12 @@ async fn concurrent_writers_to_different_keys_both_persist() {
 
 #[tokio::test]
 async fn gc_task_removes_expired_sessions_and_stops_on_shutdown() {
-    let (m, store) = manager(Config {
-        gc_interval: Duration::from_millis(50),
-        ..Config::default()
-    });
+    let (m, store) = manager(
+        Config::builder()
+            .gc_interval(Duration::from_millis(50))
+            .build()
+            .unwrap(),
+    );
     let now = now_millis();
     for i in 0..10 {
         let key = SessionId::generate().unwrap().key();
@@ -233,4 +240,59 @@ async fn gc_task_removes_expired_sessions_and_stops_on_shutdown() {
     tokio::time::timeout(Duration::from_secs(2), m.shutdown())
         .await
         .expect("GC task stops");
+}
+
+/// Periodic rotation while 32 clients share one cookie jar, on the file store (each write an
+/// fsync, so a write that waits outside the queue loses every round). A request that lost the
+/// race to a rotation follows the session to its new ID; it must then queue with that ID's
+/// writers rather than back off beside them. Before it did, some requests gave up with
+/// `Contention` (a 503 to the user) and their writes were lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writers_that_follow_a_rotation_queue_behind_the_new_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", dir.path().display());
+    let store: Arc<dyn Store> = Arc::new(sessionkit::store::FileStore::open(&url).await.unwrap());
+    let config = Config::builder()
+        .rotate_after(Duration::from_millis(40))
+        .rotation_grace(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let m = Manager::new(store, config).unwrap();
+    let first = sign_in(&m, "frank").await.unwrap();
+    let jar = Arc::new(std::sync::Mutex::new(first));
+    let mut clients = Vec::new();
+    for _ in 0..32 {
+        let (m, jar) = (m.clone(), jar.clone());
+        clients.push(tokio::spawn(async move {
+            let mut written = 0u64;
+            for _ in 0..40 {
+                let token = jar.lock().unwrap().clone();
+                let s = m.start(&cookie_headers(&m, &token));
+                let read_only = s.is_read_only().await.unwrap();
+                s.update("n", |n: Option<u64>| n.unwrap_or(0) + 1)
+                    .await
+                    .unwrap();
+                let headers = m.finish(&s).await.expect("every write is saved");
+                if !read_only {
+                    written += 1;
+                }
+                if headers.set_cookie().is_some() {
+                    *jar.lock().unwrap() = token_of(&m, &headers);
+                }
+                tokio::time::sleep(Duration::from_millis(3)).await;
+            }
+            written
+        }));
+    }
+    let mut written = 0;
+    for c in clients {
+        written += c.await.unwrap();
+    }
+    let token = jar.lock().unwrap().clone();
+    let s = m.start(&cookie_headers(&m, &token));
+    assert_eq!(
+        s.get::<u64>("n").await.unwrap(),
+        Some(written),
+        "no write lost"
+    );
 }

@@ -110,10 +110,10 @@ fn options() -> RedisOptions {
 }
 
 fn manager(store: Arc<dyn Store>) -> Manager {
-    let config = Config {
-        store_timeout: Duration::from_millis(1500),
-        ..Config::default()
-    };
+    let config = Config::builder()
+        .store_timeout(Duration::from_millis(1500))
+        .build()
+        .unwrap();
     Manager::new(store, config).unwrap()
 }
 

@@ -1,0 +1,253 @@
+//! The end of a request: turn what the handler did into store calls.
+//!
+//! [`Core::finish`] picks one of four paths: nothing to do, [create a new
+//! session](Core::create_new), [refresh the idle deadline](Core::touch_if_due), or [save with
+//! compare-and-set, replaying the request's operations on the winner's record after a lost
+//! race](Core::save_with_replay). Each returns an [`Outcome`] that says what the client must be
+//! told; turning that into headers is the token codec's job, not this module's.
+
+use std::time::Duration;
+
+use super::{millis, Core, Current, State, ALIAS_LINGER};
+use crate::error::{Error, Result};
+use crate::id::SessionId;
+use crate::metrics;
+use crate::record::{now_millis, Millis, Record};
+
+/// What the client must be told at the end of a request.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    /// Nothing: its token (if any) is still right.
+    Nothing,
+    /// Hand it this ID (a new session or a rotation); the cookie lives until the absolute
+    /// deadline.
+    Issue {
+        id: SessionId,
+        absolute_expires_at: Millis,
+    },
+    /// Tell it to forget the token it sent.
+    Forget,
+}
+
+impl Core {
+    /// Writes what the request changed; on error nothing may be sent to the client (the HTTP
+    /// layer answers 503 without a cookie).
+    pub(crate) async fn finish(&self, st: &mut State, had_token: bool) -> Result<Outcome> {
+        if !st.loaded {
+            // The handler never looked at the session: no store call at all.
+            return Ok(Outcome::Nothing);
+        }
+        if let Some(msg) = &st.failed {
+            return Err(Error::backend(self.store.kind(), "load", msg.clone()));
+        }
+        let now = now_millis();
+        let forget = if had_token {
+            Outcome::Forget
+        } else {
+            Outcome::Nothing
+        };
+        let Some(current) = st.current.take() else {
+            return self.create_new(st, now, forget).await;
+        };
+        if current.read_only {
+            if !st.ops.is_empty() || st.cycle || st.destroy {
+                tracing::warn!(target: "sessionkit::suspicious", event = "grace_write",
+                    key = %current.key.short(), "write through a previous (grace window) id ignored");
+            }
+            return Ok(Outcome::Nothing);
+        }
+        if st.destroy {
+            if self
+                .call("destroy", self.store.destroy(&current.key))
+                .await?
+            {
+                metrics::destroyed(1);
+            }
+            return Ok(forget);
+        }
+        let periodic = self.config.rotate_after.is_some_and(|after| {
+            current.base.signed_in && now.saturating_sub(current.base.id_issued) >= millis(after)
+        });
+        if st.ops.is_empty() && !st.cycle && !periodic {
+            self.touch_if_due(&current, now).await?;
+            return Ok(Outcome::Nothing);
+        }
+        self.save_with_replay(st, current, periodic, now).await
+    }
+
+    /// No stored session: store a new one only if the request put something in it.
+    async fn create_new(&self, st: &State, now: Millis, forget: Outcome) -> Result<Outcome> {
+        if st.destroy || st.ops.is_empty() {
+            return Ok(forget);
+        }
+        let mut record = self.blank_record(now);
+        for op in &st.ops {
+            op.apply(&mut record)?;
+        }
+        if record.data.is_empty() && record.user.is_none() && record.csrf.is_none() {
+            return Ok(forget);
+        }
+        for _ in 0..4 {
+            let id = SessionId::generate()?;
+            match self
+                .call("create", self.store.create(&id.key(), &record))
+                .await
+            {
+                Ok(()) => {
+                    metrics::created();
+                    return Ok(Outcome::Issue {
+                        id,
+                        absolute_expires_at: record.absolute_expires_at,
+                    });
+                }
+                // 2^-256 odds; try another ID rather than fail.
+                Err(Error::Exists) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::Contention(4))
+    }
+
+    /// A request that changed nothing refreshes the idle deadline, but only once per touch
+    /// interval, so reads rarely cost a write.
+    async fn touch_if_due(&self, current: &Current, now: Millis) -> Result<()> {
+        let c = &self.config;
+        if now.saturating_sub(current.base.last_access) < millis(c.effective_touch_interval()) {
+            return Ok(());
+        }
+        let expires = now
+            .saturating_add(millis(c.idle_timeout))
+            .min(current.base.absolute_expires_at);
+        self.call("touch", self.store.touch(&current.key, now, expires))
+            .await
+            .map(drop)
+    }
+
+    /// Saves the request's changes with compare-and-set (rotating the ID when due), and after a
+    /// lost race replays its operations on what the winner wrote, following the session to its
+    /// new ID if the winner rotated it.
+    async fn save_with_replay(
+        &self,
+        st: &mut State,
+        current: Current,
+        periodic: bool,
+        now: Millis,
+    ) -> Result<Outcome> {
+        let c = &self.config;
+        let store = &self.store;
+        let mut rotate = st.cycle || periodic;
+        // A periodic rotation leaves the old ID readable for a grace window; a privilege change
+        // (cycle_id, set_user) kills it at once.
+        let mut grace = (periodic && !st.cycle).then(|| {
+            now.saturating_add(millis(c.rotation_grace))
+                .saturating_add(ALIAS_LINGER)
+        });
+        let mut key = current.key;
+        let mut version = current.base.version;
+        // The record that won the last lost race, once there was one.
+        let mut fresh: Option<Record> = None;
+        // Writers to the same session in this process queue here, so compare-and-set conflicts
+        // come only from other processes. Without it, on a store with real round trips, a
+        // loser backing off keeps losing to fresh requests that never wait (starvation).
+        let mut _turn = self.turn(&key).lock().await;
+        for attempt in 0..c.max_retries {
+            // The request's view is the loaded record with its operations already applied (each
+            // was applied as it was recorded), so the first attempt saves it as is; after a lost
+            // race the operations are replayed on the winner's record. The saved record becomes
+            // the view again below.
+            let mut record = match &fresh {
+                None => std::mem::replace(&mut st.view, Record::new(0, 0, 0)),
+                Some(base) => {
+                    let mut record = base.clone();
+                    for op in &st.ops {
+                        op.apply(&mut record)?;
+                    }
+                    record
+                }
+            };
+            record.version = version + 1;
+            record.last_access = now;
+            record.expires_at = now
+                .saturating_add(millis(c.idle_timeout))
+                .min(record.absolute_expires_at);
+            let outcome = if rotate {
+                record.id_issued = now;
+                let id = SessionId::generate()?;
+                self.call(
+                    "rotate",
+                    store.rotate(&key, version, &id.key(), &record, grace),
+                )
+                .await
+                .map(|()| Outcome::Issue {
+                    id,
+                    absolute_expires_at: record.absolute_expires_at,
+                })
+            } else {
+                self.call("save", store.save(&key, &record, version))
+                    .await
+                    .map(|()| Outcome::Nothing)
+            };
+            st.view = record;
+            match outcome {
+                Ok(outcome) => {
+                    if matches!(outcome, Outcome::Issue { .. }) {
+                        metrics::rotated();
+                    } else {
+                        metrics::saved();
+                    }
+                    return Ok(outcome);
+                }
+                Err(Error::Conflict) | Err(Error::Exists) => metrics::conflict_retried(),
+                Err(e) => return Err(e),
+            }
+            // Lost the race: reload and replay on what the winner wrote.
+            let Some(winner) = self.call("load", store.load(&key, now)).await? else {
+                // Destroyed (logout) or rotated away by a privilege change meanwhile: never bring
+                // it back, and send no cookie either: a removal here could arrive after the
+                // login response and wipe the browser's new session.
+                return Ok(Outcome::Nothing);
+            };
+            let Some(next) = winner.successor().copied() else {
+                version = winner.version;
+                fresh = Some(winner);
+                backoff(attempt).await;
+                continue;
+            };
+            // Rotated by a concurrent request while this one was in flight: follow the session
+            // to its new key so these writes are not lost. A periodic rotation is already done
+            // (the winner's); a privilege change still rotates the new key.
+            rotate = st.cycle;
+            grace = None;
+            key = next;
+            // Queue behind the new key's writers: keeping the old key's turn would leave this
+            // request racing them un-queued while it backs off, and on a store with slow writes
+            // it lost every round (a livelock that ended in `Contention`). Release first: two
+            // keys can share a stripe, and holding two turns could deadlock.
+            drop(_turn);
+            _turn = self.turn(&key).lock().await;
+            // Loaded once the turn is ours, so the writers it waited for are in the base, and
+            // the retry follows at once.
+            let Some(base) = self.call("load", store.load(&key, now)).await? else {
+                return Ok(Outcome::Nothing);
+            };
+            version = base.version;
+            fresh = Some(base);
+        }
+        Err(Error::Contention(c.max_retries))
+    }
+}
+
+/// The pause before retrying after a lost race with another process.
+async fn backoff(attempt: u32) {
+    if attempt == 0 {
+        tokio::task::yield_now().await;
+        return;
+    }
+    // Many writers on one session: back off for a random share of a growing window
+    // (randomised, or the losers would all retry in lockstep and lose again).
+    let window = 100u64 << attempt.min(9);
+    let mut r = [0u8; 8];
+    let _ = crate::id::fill_random(&mut r);
+    let pause = u64::from_le_bytes(r) % window;
+    tokio::time::sleep(Duration::from_micros(pause)).await;
+}

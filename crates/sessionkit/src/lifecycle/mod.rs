@@ -1,0 +1,239 @@
+//! The request lifecycle, below HTTP and above the store: load a session, decide whether it
+//! is live, and at the end write what the request changed.
+//!
+//! Everything flows one way. The session handle ([`crate::Session`]) logs the handler's
+//! operations in a [`State`] and asks [`Core::load`] for the record on first use; at the end
+//! [`Core::finish`] turns the state into store calls and returns an [`Outcome`], which the
+//! manager hands to the token codec to become response headers. Nothing here knows about
+//! headers, cookies or the HTTP layer.
+//!
+//! - [`oplog`]: the operation log and the per-request state.
+//! - [`finish`](mod@finish): the steps of the end of a request (create, touch, save with replay).
+
+mod finish;
+mod oplog;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use tracing::Instrument;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::id::{Key, SessionId};
+use crate::metrics;
+use crate::record::{now_millis, Millis, Record};
+use crate::store::Store;
+
+pub(crate) use finish::Outcome;
+pub(crate) use oplog::{Base, Current, Op, State, UpdateFn};
+
+/// What every request of one manager shares: the store, the settings, and the write turns.
+pub(crate) struct Core {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) config: Config,
+    /// Writers to one session in this process take turns (see `finish`).
+    write_turns: Box<[tokio::sync::Mutex<()>]>,
+}
+
+/// Number of write-turn stripes; sessions share a stripe by key, so this bounds memory, not
+/// the number of sessions.
+const WRITE_TURNS: usize = 256;
+
+/// How long a rotation alias outlives its grace window, so that late use of the previous ID can
+/// be reported as possible hijacking rather than look like any unknown ID.
+const ALIAS_LINGER: Millis = 15 * 60 * 1000;
+
+impl Core {
+    /// A core over `store` with `config` (already validated).
+    pub(crate) fn new(store: Arc<dyn Store>, config: Config) -> Self {
+        Self {
+            store,
+            config,
+            write_turns: (0..WRITE_TURNS)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+        }
+    }
+
+    /// The write turn of `key` in this process.
+    fn turn(&self, key: &Key) -> &tokio::sync::Mutex<()> {
+        &self.write_turns[key.0[1] as usize % WRITE_TURNS]
+    }
+
+    /// A fresh record as a new session at `now` would get it.
+    pub(crate) fn blank_record(&self, now: Millis) -> Record {
+        let c = &self.config;
+        Record::new(
+            now,
+            now.saturating_add(millis(c.idle_timeout)),
+            now.saturating_add(millis(c.absolute_timeout)),
+        )
+    }
+
+    /// Runs one store call under the configured timeout.
+    pub(crate) async fn call<T>(
+        &self,
+        op: &'static str,
+        fut: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let after = self.config.store_timeout;
+        let store = self.store.kind();
+        let span = tracing::debug_span!("store_call", store, op);
+        // Without the `metrics` feature nobody reads the latency, so the clock is not read.
+        let started = metrics::ENABLED.then(std::time::Instant::now);
+        let mut fut = std::pin::pin!(fut.instrument(span));
+        // Poll once before arming the timer: the memory store (and any answer that needs no
+        // I/O) is ready at once, and then the timer's clock read and runtime-handle lookup are
+        // pure overhead on every request. A store that is not ready gets the timeout as before;
+        // a first poll cannot be interrupted by a timer anyway, so no deadline is lost.
+        let first = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await;
+        let result = match first {
+            Poll::Ready(r) => r,
+            Poll::Pending => {
+                // Count the first poll against the budget when its start time is known.
+                let left = started.map_or(after, |s| after.saturating_sub(s.elapsed()));
+                match tokio::time::timeout(left, fut).await {
+                    Ok(r) => r,
+                    Err(_) => Err(Error::Timeout { store, op, after }),
+                }
+            }
+        };
+        // Conflict and Exists are answers, not failures.
+        let ok = matches!(result, Ok(_) | Err(Error::Conflict) | Err(Error::Exists));
+        if let Some(started) = started {
+            metrics::store_call(store, op, started.elapsed(), ok);
+        }
+        result
+    }
+
+    /// True if `record` is still valid under this manager's timeouts at `now` (the store only
+    /// knows the deadline written at save time; a shortened timeout applies at once).
+    pub(crate) fn is_live(&self, record: &Record, now: Millis) -> bool {
+        let c = &self.config;
+        // Re-authentication restarts the absolute timeout, so it counts from the later of
+        // creation and the last sign-in.
+        let auth_at = record
+            .extra
+            .as_ref()
+            .and_then(|e| e.auth.as_ref())
+            .map(|a| a.at);
+        let start = record.created.max(auth_at.unwrap_or(i64::MIN));
+        !record.is_expired(now)
+            && record.absolute_expires_at > now
+            && start.saturating_add(millis(c.absolute_timeout)) > now
+            && record.last_access.saturating_add(millis(c.idle_timeout)) > now
+    }
+
+    /// Enforces `max_sessions_per_user` before `user` signs in on the session `mine`.
+    pub(crate) async fn make_room_for(&self, user: &str, mine: Option<&Key>) -> Result<()> {
+        let c = &self.config;
+        let Some(limit) = c.max_sessions_per_user else {
+            return Ok(());
+        };
+        let now = now_millis();
+        let store = &self.store;
+        let mut others: Vec<(Key, Record)> = self
+            .call("sessions_of", store.sessions_of(user, now))
+            .await?
+            .into_iter()
+            .filter(|(k, r)| Some(k) != mine && self.is_live(r, now))
+            .collect();
+        if others.len() < limit {
+            return Ok(());
+        }
+        if c.user_limit_policy == crate::config::UserLimitPolicy::Refuse {
+            return Err(Error::TooManySessions {
+                user: user.to_owned(),
+                limit,
+            });
+        }
+        others.sort_by_key(|(_, r)| r.last_access);
+        let excess = others.len() + 1 - limit;
+        for (key, _) in others.into_iter().take(excess) {
+            self.call("destroy", store.destroy(&key)).await?;
+        }
+        Ok(())
+    }
+
+    /// Loads the stored session of a request carrying `token` into its state (called once,
+    /// lazily, by the session handle).
+    pub(crate) async fn load(&self, token: Option<&SessionId>, st: &mut State) -> Result<()> {
+        let Some(id) = token else {
+            return Ok(());
+        };
+        let now = st.now;
+        let store = &self.store;
+        let key = id.key();
+        let Some(record) = self.call("load", store.load(&key, now)).await? else {
+            tracing::info!(target: "sessionkit::suspicious", event = "unknown_id", key = %key.short(),
+                "unknown or expired session id");
+            return Ok(());
+        };
+        if let Some(next) = record.successor().copied() {
+            // A rotation alias: the request was in flight when the ID changed. Inside the grace
+            // window it may read the session's new home, never write to it; after it, the alias
+            // lingers only so that late use can be reported.
+            if now
+                >= record
+                    .created
+                    .saturating_add(millis(self.config.rotation_grace))
+            {
+                tracing::warn!(target: "sessionkit::suspicious", event = "grace_expired",
+                    key = %key.short(), "previous session id used after its grace window: possible hijacking");
+                return Ok(());
+            }
+            let Some(target) = self.call("load", store.load(&next, now)).await? else {
+                return Ok(());
+            };
+            if !self.is_live(&target, now) {
+                return Ok(());
+            }
+            tracing::debug!(key = %key.short(), "request used the previous id inside its grace window");
+            st.current = Some(Current {
+                id: id.clone(),
+                key: next,
+                base: Base::of(&target),
+                read_only: true,
+            });
+            st.view = target;
+            return Ok(());
+        }
+        if !self.is_live(&record, now) {
+            return Ok(());
+        }
+        metrics::loaded();
+        st.current = Some(Current {
+            id: id.clone(),
+            key,
+            base: Base::of(&record),
+            read_only: false,
+        });
+        st.view = record;
+        Ok(())
+    }
+
+    /// One full GC pass: removes every record expired at `now`, in batches, each batch through
+    /// the same timed call as any other store call; returns the count.
+    pub(crate) async fn gc_pass(&self) -> Result<u64> {
+        let now = now_millis();
+        let batch = self.config.gc_batch;
+        let mut total = 0u64;
+        loop {
+            let n = self.call("gc", self.store.gc(now, batch)).await?;
+            total += n as u64;
+            metrics::gc_removed(n as u64);
+            if n < batch {
+                return Ok(total);
+            }
+            // Let request traffic in between batches.
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+pub(crate) fn millis(d: Duration) -> Millis {
+    d.as_millis().min(i64::MAX as u128) as Millis
+}
