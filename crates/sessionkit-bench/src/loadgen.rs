@@ -11,8 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use sessionkit_http1::Connection;
 
 /// What to send.
 #[derive(Clone, Debug)]
@@ -89,28 +88,20 @@ pub async fn run(plan: &Plan) -> std::io::Result<Outcome> {
 }
 
 async fn connection(plan: &Plan, stop: &AtomicBool, ok: &AtomicU64) -> std::io::Result<()> {
-    let mut stream = TcpStream::connect(plan.addr).await?;
-    stream.set_nodelay(true)?;
-    let bare = format!("GET {} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", plan.path);
-    let mut request = bare.clone().into_bytes();
-    let mut buf = Vec::with_capacity(4096);
+    let mut conn = Connection::connect(plan.addr).await?;
+    let mut request = sessionkit_http1::get(&plan.path, None);
     let mut have_cookie = false;
     while !stop.load(Ordering::Relaxed) {
-        stream.write_all(&request).await?;
-        let (status, set_cookie, _) = read_response(&mut stream, &mut buf).await?;
-        if status != 200 {
-            return Err(std::io::Error::other(format!("status {status}")));
+        let r = conn.send(&request).await?;
+        if r.status != 200 {
+            return Err(std::io::Error::other(format!("status {}", r.status)));
         }
         ok.fetch_add(1, Ordering::Relaxed);
         if plan.cookie && !have_cookie {
-            let Some(cookie) = set_cookie else {
+            let Some(cookie) = r.set_cookie_pair() else {
                 return Err(std::io::Error::other("no Set-Cookie on the first answer"));
             };
-            request = format!(
-                "GET {} HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: {cookie}\r\n\r\n",
-                plan.path
-            )
-            .into_bytes();
+            request = sessionkit_http1::get(&plan.path, Some(cookie));
             have_cookie = true;
         }
     }
@@ -121,8 +112,7 @@ async fn connection(plan: &Plan, stop: &AtomicBool, ok: &AtomicU64) -> std::io::
 /// counting store round trips per request) rather than load.
 #[derive(Debug)]
 pub struct Client {
-    stream: TcpStream,
-    buf: Vec<u8>,
+    conn: Connection,
 }
 
 impl Client {
@@ -131,11 +121,8 @@ impl Client {
         if !addr.ip().is_loopback() {
             return Err(std::io::Error::other("the client only targets loopback"));
         }
-        let stream = TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
         Ok(Self {
-            stream,
-            buf: Vec::with_capacity(4096),
+            conn: Connection::connect(addr).await?,
         })
     }
 
@@ -155,63 +142,8 @@ impl Client {
         path: &str,
         cookie: Option<&str>,
     ) -> std::io::Result<(u16, Option<String>, String)> {
-        let request = match cookie {
-            Some(c) => format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: {c}\r\n\r\n"),
-            None => format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"),
-        };
-        self.stream.write_all(request.as_bytes()).await?;
-        read_response(&mut self.stream, &mut self.buf).await
+        let r = self.conn.send(&sessionkit_http1::get(path, cookie)).await?;
+        let cookie = r.set_cookie_pair().map(str::to_owned);
+        Ok((r.status, cookie, r.body))
     }
-}
-
-/// Reads one response; returns its status, the `name=value` part of its `Set-Cookie` and its
-/// body.
-async fn read_response(
-    stream: &mut TcpStream,
-    buf: &mut Vec<u8>,
-) -> std::io::Result<(u16, Option<String>, String)> {
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = std::str::from_utf8(&buf[..end])
-                .map_err(|_| std::io::Error::other("non-UTF-8 response head"))?;
-            let mut lines = head.split("\r\n");
-            let status = lines
-                .next()
-                .and_then(|l| l.split(' ').nth(1))
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0);
-            let mut len = 0usize;
-            let mut cookie = None;
-            for line in lines {
-                let Some((name, value)) = line.split_once(':') else {
-                    continue;
-                };
-                if name.eq_ignore_ascii_case("content-length") {
-                    len = value.trim().parse().unwrap_or(0);
-                } else if name.eq_ignore_ascii_case("set-cookie") {
-                    cookie = value.trim().split(';').next().map(str::to_owned);
-                } else if name.eq_ignore_ascii_case("transfer-encoding") {
-                    return Err(std::io::Error::other("chunked answers are not supported"));
-                }
-            }
-            let total = end + 4 + len;
-            while buf.len() < total {
-                read_more(stream, buf).await?;
-            }
-            let body = String::from_utf8_lossy(&buf[end + 4..total]).into_owned();
-            buf.drain(..total);
-            return Ok((status, cookie, body));
-        }
-        read_more(stream, buf).await?;
-    }
-}
-
-async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<()> {
-    let mut chunk = [0u8; 4096];
-    let n = stream.read(&mut chunk).await?;
-    if n == 0 {
-        return Err(std::io::Error::other("connection closed"));
-    }
-    buf.extend_from_slice(&chunk[..n]);
-    Ok(())
 }

@@ -10,8 +10,6 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use serde::Serialize;
 use sessionkit::{now_millis, Record, SessionId, Store};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::admin::{open_store, AdminResult, Failure};
 use crate::duration;
@@ -176,7 +174,7 @@ async fn http(args: &BenchArgs, url: &str) -> AdminResult<Report> {
     let (authority, prefix) = parse_http_url(url)?;
     let path = format!("{prefix}{}", args.path);
     // Fail fast with a clear message if nothing listens there.
-    TcpStream::connect(&authority)
+    tokio::net::TcpStream::connect(&authority)
         .await
         .map_err(|e| Failure::runtime(format!("cannot connect to {authority}: {e}")))?;
     let budget = Arc::new(Budget {
@@ -222,103 +220,37 @@ async fn http(args: &BenchArgs, url: &str) -> AdminResult<Report> {
     })
 }
 
-/// A minimal keep-alive HTTP/1.1 client that keeps the cookies it is given.
+/// A keep-alive client that keeps the session cookie it is given.
 struct Client {
     authority: String,
-    conn: Option<(TcpStream, Vec<u8>)>,
+    conn: Option<sessionkit_http1::Connection>,
     cookie: Option<String>,
 }
 
 impl Client {
     async fn get(&mut self, path: &str) -> std::io::Result<u16> {
         if self.conn.is_none() {
-            let s = TcpStream::connect(&self.authority).await?;
-            s.set_nodelay(true)?;
-            self.conn = Some((s, Vec::new()));
+            self.conn = Some(sessionkit_http1::Connection::connect(&self.authority).await?);
         }
-        let (stream, buf) = self.conn.as_mut().expect("just set");
+        let conn = self.conn.as_mut().expect("just set");
         let mut req = format!("GET {path} HTTP/1.1\r\nHost: {}\r\n", self.authority);
         if let Some(c) = &self.cookie {
             req.push_str(&format!("Cookie: {c}\r\n"));
         }
         req.push_str("\r\n");
-        stream.write_all(req.as_bytes()).await?;
-        let (status, set_cookie, close) = read_response(stream, buf).await?;
-        if let Some(c) = set_cookie {
+        let r = conn.send(req.as_bytes()).await?;
+        if let Some(c) = r.set_cookie_pair() {
             // `name=value` of the session cookie; an empty value is a removal.
             match c.split_once('=') {
                 Some((_, "")) | None => self.cookie = None,
-                Some(_) => self.cookie = Some(c),
+                Some(_) => self.cookie = Some(c.to_owned()),
             }
         }
-        if close {
+        if r.closes() {
             self.conn = None;
         }
-        Ok(status)
+        Ok(r.status)
     }
-}
-
-/// Reads one response; returns (status, `name=value` of a Set-Cookie, connection closing).
-async fn read_response(
-    stream: &mut TcpStream,
-    buf: &mut Vec<u8>,
-) -> std::io::Result<(u16, Option<String>, bool)> {
-    let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_owned());
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = std::str::from_utf8(&buf[..end]).map_err(|_| bad("non-UTF-8 head"))?;
-            let mut lines = head.split("\r\n");
-            let status = lines
-                .next()
-                .and_then(|l| l.split(' ').nth(1))
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| bad("bad status line"))?;
-            let (mut len, mut cookie, mut close, mut chunked) = (0usize, None, false, false);
-            for l in lines {
-                let Some((name, value)) = l.split_once(':') else {
-                    continue;
-                };
-                let value = value.trim();
-                if name.eq_ignore_ascii_case("content-length") {
-                    len = value.parse().map_err(|_| bad("bad content-length"))?;
-                } else if name.eq_ignore_ascii_case("set-cookie") {
-                    cookie = value.split(';').next().map(str::to_owned);
-                } else if name.eq_ignore_ascii_case("connection") {
-                    close = value.eq_ignore_ascii_case("close");
-                } else if name.eq_ignore_ascii_case("transfer-encoding") {
-                    chunked = true;
-                }
-            }
-            if chunked {
-                return Err(bad(
-                    "chunked responses are not supported by the bench client",
-                ));
-            }
-            let total = end + 4 + len;
-            while buf.len() < total {
-                read_more(stream, buf).await?;
-            }
-            buf.drain(..total);
-            return Ok((status, cookie, close));
-        }
-        if buf.len() > 64 * 1024 {
-            return Err(bad("response head too large"));
-        }
-        read_more(stream, buf).await?;
-    }
-}
-
-async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<()> {
-    let mut chunk = [0u8; 8192];
-    let n = stream.read(&mut chunk).await?;
-    if n == 0 {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::UnexpectedEof,
-            "connection closed",
-        ));
-    }
-    buf.extend_from_slice(&chunk[..n]);
-    Ok(())
 }
 
 const STORE_OPS: [&str; 5] = ["create", "load", "save", "touch", "destroy"];

@@ -1,7 +1,9 @@
 //! The demo web app behind `sessionkit serve`: a visit counter, login/logout, "who am I", and
-//! the user's active sessions, all on one [`Manager`]. Its HTTP contract is fixed by DESIGN.md
-//! (tests depend on it): every response carries `X-CSRF-Token`, and a POST without the matching
-//! token (form field `csrf_token` or header `X-CSRF-Token`) is refused with 403.
+//! the user's active sessions, all on one [`Manager`]. Its HTTP contract is written down in
+//! `docs/HTTP.md` at the repository root (the tests depend on it): every response of a session
+//! carries `X-CSRF-Token`, refusals included; a POST without the matching token (form field
+//! `csrf_token` or header `X-CSRF-Token`) is refused with 403; probes and 404s are outside the
+//! session layer and never create a session.
 
 use axum::body::{to_bytes, Body};
 use axum::extract::{Form, Request, State};
@@ -28,23 +30,30 @@ pub fn app(manager: Manager) -> Router {
         .route("/devices", get(devices_page))
         .route("/sessions/revoke", post(revoke_one))
         .route("/sessions/revoke-others", post(revoke_others))
-        .route("/healthz", get(healthz))
         .layer(middleware::from_fn(csrf))
         .layer(SessionLayer::new(manager.clone()))
+        // Added after the layers, so outside them: probes, scanners and typos never load or
+        // create a session.
+        .route("/healthz", get(healthz))
+        .fallback(not_found)
         .with_state(manager)
 }
 
-/// Checks the CSRF token of every POST and adds `X-CSRF-Token` to every response.
+async fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, "not found\n").into_response()
+}
+
+/// Checks the CSRF token of every POST and adds `X-CSRF-Token` to every response, refusals
+/// (403, 413) included: a client refused for a missing token learns the right one.
 async fn csrf(session: Session, req: Request, next: Next) -> Response {
-    let req = if req.method() == Method::POST {
+    let mut resp = if req.method() == Method::POST {
         match check_csrf(&session, req).await {
-            Ok(req) => req,
-            Err(resp) => return resp,
+            Ok(req) => next.run(req).await,
+            Err(resp) => resp,
         }
     } else {
-        req
+        next.run(req).await
     };
-    let mut resp = next.run(req).await;
     // A store failure here is reported by the session layer (503); the header is just omitted.
     if let Ok(token) = session.csrf_token().await {
         if let Ok(v) = HeaderValue::from_str(&token) {
@@ -103,10 +112,11 @@ struct LoginForm {
 
 async fn login(session: Session, Form(form): Form<LoginForm>) -> Response {
     let name = form.username.trim();
-    if name.is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
+    if !valid_username(name) {
         return (
             StatusCode::BAD_REQUEST,
-            "username: 1 to 64 printable characters",
+            "username: 1 to 64 characters, visible, without control, format or separator \
+             characters (spaces inside are fine)",
         )
             .into_response();
     }
@@ -115,6 +125,28 @@ async fn login(session: Session, Form(form): Form<LoginForm>) -> Response {
         Ok(()) => Redirect::to("/").into_response(),
         Err(e) => e.into_response(),
     }
+}
+
+/// A name shown to other people must look like what it is: no control characters, no
+/// invisible format characters (zero-width, bidi overrides that reverse what follows), no line
+/// or paragraph separators and no space other than U+0020, and at least one visible character.
+fn valid_username(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.chars().any(|c| !c.is_whitespace())
+        && name
+            .chars()
+            .all(|c| !c.is_control() && !is_format(c) && (c == ' ' || !c.is_whitespace()))
+}
+
+/// Unicode general category Cf (format), per Unicode 15.1: invisible characters that change
+/// how the text around them is shown.
+fn is_format(c: char) -> bool {
+    matches!(c as u32,
+        0x00AD | 0x0600..=0x0605 | 0x061C | 0x06DD | 0x070F | 0x0890..=0x0891 | 0x08E2
+        | 0x180E | 0x200B..=0x200F | 0x202A..=0x202E | 0x2060..=0x2064 | 0x2066..=0x206F
+        | 0xFEFF | 0xFFF9..=0xFFFB | 0x110BD | 0x110CD | 0x13430..=0x1343F
+        | 0x1BCA0..=0x1BCA3 | 0x1D173..=0x1D17A | 0xE0001 | 0xE0020..=0xE007F)
 }
 
 async fn logout(session: Session) -> Response {
@@ -127,11 +159,11 @@ async fn logout(session: Session) -> Response {
 async fn healthz(State(manager): State<Manager>) -> Response {
     match manager.ping().await {
         Ok(()) => "ok\n".into_response(),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("store unavailable: {e}\n"),
-        )
-            .into_response(),
+        Err(e) => {
+            // The details are for the operator's log, not for whoever probes the port.
+            tracing::warn!(error = %e, "health check: store unavailable");
+            (StatusCode::SERVICE_UNAVAILABLE, "store unavailable\n").into_response()
+        }
     }
 }
 
@@ -177,24 +209,24 @@ async fn revoke_one(
     session: Session,
     Form(form): Form<RevokeForm>,
 ) -> Response {
-    let user = match session.user().await {
-        Ok(Some(u)) => u,
+    match session.user().await {
+        Ok(Some(_)) => {}
         Ok(None) => return (StatusCode::UNAUTHORIZED, "log in first").into_response(),
         Err(e) => return e.into_response(),
     };
-    match manager.revoke(&user, &form.handle).await {
+    match manager.revoke(&session, &form.handle).await {
         Ok(_) => Redirect::to("/devices").into_response(),
         Err(e) => e.into_response(),
     }
 }
 
 async fn revoke_others(State(manager): State<Manager>, session: Session) -> Response {
-    let user = match session.user().await {
-        Ok(Some(u)) => u,
+    match session.user().await {
+        Ok(Some(_)) => {}
         Ok(None) => return (StatusCode::UNAUTHORIZED, "log in first").into_response(),
         Err(e) => return e.into_response(),
     };
-    match manager.revoke_all_except(&user, &session).await {
+    match manager.revoke_all_except(&session).await {
         Ok(n) => (
             StatusCode::SEE_OTHER,
             [(header::LOCATION, "/devices")],
@@ -330,6 +362,30 @@ mod tests {
     fn formats_times() {
         assert_eq!(fmt_time(0), "1970-01-01 00:00:00 UTC");
         assert_eq!(fmt_time(1_764_000_000_000), "2025-11-24 16:00:00 UTC");
+    }
+
+    #[test]
+    fn usernames_must_look_like_what_they_are() {
+        for ok in ["frank", "Zoë", "Ana María", "李小龙", "o'brien"] {
+            assert!(valid_username(ok), "{ok:?}");
+        }
+        for bad in [
+            "",
+            " ",
+            "\u{200B}",
+            "ad\u{200B}min",
+            "\u{202E}nimda",
+            "a\u{2028}b",
+            "a\u{2029}b",
+            "a\u{00A0}b",
+            "a\u{3000}b",
+            "\u{FEFF}x",
+            "a\tb",
+            "a\u{7f}",
+            &"x".repeat(65),
+        ] {
+            assert!(!valid_username(bad), "{bad:?}");
+        }
     }
 
     #[test]

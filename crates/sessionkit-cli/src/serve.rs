@@ -1,6 +1,7 @@
 //! `sessionkit serve`: the demo app on a real listener, with the manager's metrics exported at
 //! `GET /metrics` (Prometheus text format) outside the session layer, so scrapes never create
-//! sessions.
+//! sessions: on the app's port by default, or with `--metrics-addr` on a listener of their own
+//! (the production setting: the app's visitors cannot read them).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -49,6 +50,10 @@ pub struct ServeArgs {
     /// Do not serve /metrics.
     #[arg(long)]
     pub no_metrics: bool,
+    /// Serve /metrics on this separate listener instead of the app's port: the production
+    /// setting (e.g. `127.0.0.1:9100`, reachable by the scraper only).
+    #[arg(long, conflicts_with = "no_metrics")]
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// Store latency buckets in seconds: sub-millisecond (memory) up to the default store timeout.
@@ -104,31 +109,46 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", args.addr))?;
     let local = listener.local_addr()?;
     let mut app = demo::app(manager.clone());
+    let mut metrics_at = None;
     if let Some(handle) = metrics {
-        app = app.route(
-            "/metrics",
-            get(move || {
-                let body = handle.render();
-                async move {
-                    (
-                        [(
-                            header::CONTENT_TYPE,
-                            "text/plain; version=0.0.4; charset=utf-8",
-                        )],
-                        body,
-                    )
-                        .into_response()
-                }
-            }),
-        );
+        let metrics = axum::Router::new().route("/metrics", get(move || render(handle.clone())));
+        match args.metrics_addr {
+            None => app = app.merge(metrics),
+            Some(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding the metrics listener {addr}"))?;
+                metrics_at = Some(listener.local_addr()?);
+                tokio::spawn(async move {
+                    if let Err(e) = axum::serve(listener, metrics).await {
+                        tracing::error!(error = %e, "metrics listener failed");
+                    }
+                });
+            }
+        }
     }
     // Tests and scripts read this line to find the port.
     println!("sessionkit demo listening on http://{local}");
+    if let Some(at) = metrics_at {
+        // The second line: the app's address stays the first thing printed.
+        println!("sessionkit metrics listening on http://{at}");
+    }
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     manager.shutdown().await;
     Ok(())
+}
+
+async fn render(handle: PrometheusHandle) -> axum::response::Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        handle.render(),
+    )
+        .into_response()
 }
 
 async fn shutdown_signal() {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sessionkit::{now_millis, Error, Key, Record, SessionId, Store};
-use support::{get, Server};
+use support::{get, DemoResponse, Server};
 
 /// Runs `sessionkit ARGS` to completion (bounded by the command's own timeouts).
 fn sk(args: &[&str]) -> Output {
@@ -449,6 +449,29 @@ fn metric(text: &str, name: &str) -> f64 {
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
         .unwrap_or(0.0)
+}
+
+/// `--metrics-addr` moves /metrics to a listener of its own: the app's port answers 404.
+#[tokio::test]
+async fn metrics_can_live_on_their_own_listener() {
+    let mut server = Server::start(&["--store", "memory://", "--metrics-addr", "127.0.0.1:0"]);
+    let line = server.next_line();
+    let metrics: std::net::SocketAddr = line
+        .trim()
+        .rsplit("http://")
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no metrics address printed: {line:?}"));
+    assert_ne!(metrics, server.addr);
+    assert_eq!(get(server.addr, "/count", None).await.status, 200);
+    assert_eq!(get(server.addr, "/metrics", None).await.status, 404);
+    let m = get(metrics, "/metrics", None).await;
+    assert_eq!(m.status, 200);
+    assert!(
+        metric(&m.body, "sessionkit_sessions_created_total") >= 1.0,
+        "{}",
+        m.body
+    );
 }
 
 #[tokio::test]

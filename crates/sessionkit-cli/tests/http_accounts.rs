@@ -264,3 +264,47 @@ async fn tampered_signed_cookies_never_reach_the_store() {
         "3"
     );
 }
+
+/// Someone holding a previous ID inside its grace window (a copied cookie, a stale tab) can
+/// read, but cannot end the user's sessions: both revoke endpoints answer 403, the alias is
+/// never handed the live session's CSRF token, and every session survives.
+#[tokio::test]
+async fn a_grace_alias_cannot_log_the_user_out_anywhere() {
+    let app = App::start(
+        Arc::new(sessionkit::MemoryStore::new()),
+        rotating_config(200, 5000),
+    )
+    .await;
+    let (anon, t) = new_session(app.addr).await;
+    let other = login(app.addr, &anon, &t, "gus").await;
+    let (anon, t) = new_session(app.addr).await;
+    let old = login(app.addr, &anon, &t, "gus").await;
+    let live_csrf = get(app.addr, "/whoami", Some(&old)).await.csrf();
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let r = get(app.addr, "/count", Some(&old)).await;
+    let new = r.cookie().expect("rotated");
+    let alias = get(app.addr, "/whoami", Some(&old)).await;
+    assert_eq!(alias.body, "gus");
+    assert!(alias.header("x-session-read-only").is_some());
+    assert!(
+        alias.header("x-csrf-token").is_none(),
+        "no live token for an alias"
+    );
+    let handle = {
+        let list = get(app.addr, "/sessions", Some(&new)).await.body;
+        let at = list.find("\"handle\":\"").unwrap() + 10;
+        list[at..at + list[at..].find('"').unwrap()].to_owned()
+    };
+    for (path, form) in [
+        ("/sessions/revoke-others", format!("csrf_token={live_csrf}")),
+        (
+            "/sessions/revoke",
+            format!("csrf_token={live_csrf}&handle={handle}"),
+        ),
+    ] {
+        let r = post(app.addr, path, Some(&old), &form).await;
+        assert_eq!(r.status, 403, "{path}");
+    }
+    assert_eq!(get(app.addr, "/whoami", Some(&new)).await.body, "gus");
+    assert_eq!(get(app.addr, "/whoami", Some(&other)).await.body, "gus");
+}

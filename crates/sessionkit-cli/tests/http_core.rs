@@ -389,9 +389,113 @@ async fn every_response_carries_a_csrf_token_and_health_is_ok() {
     assert_eq!(r.status, 200);
     assert!(r.body.contains("csrf_token"));
     assert!(!r.csrf().is_empty());
+    // The health probe is outside the session layer (issue 14): no token, no session.
     let h = get(app.addr, "/healthz", None).await;
     assert_eq!(h.status, 200);
-    assert!(!h.csrf().is_empty());
+    assert!(h.header("x-csrf-token").is_none());
+}
+
+/// Probes, scanners and typos create no session: 1,500 health checks and 404s store nothing,
+/// and send no cookie (before, each one stored a session).
+#[tokio::test]
+async fn health_checks_and_unknown_paths_create_no_session() {
+    let app = App::memory().await;
+    for i in 0..750 {
+        let h = get(app.addr, "/healthz", None).await;
+        assert_eq!(h.status, 200);
+        assert!(h.headers_named("set-cookie").is_empty());
+        let n = get(app.addr, &format!("/no-such-page-{i}"), None).await;
+        assert_eq!(n.status, 404);
+        assert!(n.headers_named("set-cookie").is_empty());
+    }
+    let stored = app
+        .manager
+        .store()
+        .len(sessionkit::now_millis())
+        .await
+        .unwrap();
+    assert_eq!(stored, 0);
+}
+
+/// Refusals carry the CSRF token too, so a client refused for a missing token (even on its
+/// very first request, a POST) learns the right one: 403 and 413 both.
+#[tokio::test]
+async fn refused_posts_carry_the_csrf_token() {
+    let app = App::memory().await;
+    let first = post(app.addr, "/login", None, "username=ann").await;
+    assert_eq!(first.status, 403);
+    let token = first.csrf();
+    let cookie = first.cookie().expect("the token's session is handed out");
+    let wrong = post(
+        app.addr,
+        "/login",
+        Some(&cookie),
+        "username=ann&csrf_token=x",
+    )
+    .await;
+    assert_eq!(wrong.status, 403);
+    assert_eq!(wrong.csrf(), token);
+    let big = format!("username=ann&csrf_token={token}&pad={}", "x".repeat(20_000));
+    let too_big = post(app.addr, "/login", Some(&cookie), &big).await;
+    assert_eq!(too_big.status, 413);
+    assert_eq!(too_big.csrf(), token);
+    // And the token it learned works.
+    let ok = post(
+        app.addr,
+        "/login",
+        Some(&cookie),
+        &format!("username=ann&csrf_token={token}"),
+    )
+    .await;
+    assert_eq!(ok.status, 303);
+}
+
+/// Every page that shows the session says `Cache-Control: no-store` and `Vary: Cookie`, on
+/// requests that send no cookie back as well.
+#[tokio::test]
+async fn per_user_pages_are_never_cacheable() {
+    let app = App::memory().await;
+    let (anon, t) = new_session(app.addr).await;
+    let cookie = login(app.addr, &anon, &t, "bo").await;
+    for path in ["/", "/whoami", "/sessions", "/devices", "/count"] {
+        let r = get(app.addr, path, Some(&cookie)).await;
+        assert_eq!(r.status, 200, "{path}");
+        assert_eq!(r.header("cache-control"), Some("no-store"), "{path}");
+        assert_eq!(
+            r.header("vary").map(str::to_ascii_lowercase).as_deref(),
+            Some("cookie"),
+            "{path}"
+        );
+    }
+}
+
+/// A user name must look like what it is: invisible, bidi-control and separator characters are
+/// refused with 400.
+#[tokio::test]
+async fn user_names_with_invisible_characters_are_refused() {
+    let app = App::memory().await;
+    for name in [
+        "%E2%80%8B",
+        "ad%E2%80%8Bmin",
+        "%E2%80%AEnimda",
+        "a%E2%80%A8b",
+        "%20%20",
+    ] {
+        let (cookie, t) = new_session(app.addr).await;
+        let r = post(
+            app.addr,
+            "/login",
+            Some(&cookie),
+            &format!("username={name}&csrf_token={t}"),
+        )
+        .await;
+        assert_eq!(r.status, 400, "{name}");
+        assert_eq!(
+            get(app.addr, "/whoami", Some(&cookie)).await.body,
+            "",
+            "{name}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -407,6 +511,9 @@ async fn a_failing_store_gives_503_without_cookies_then_recovers() {
             assert!(r.headers_named("set-cookie").is_empty(), "{path}");
         }
     }
+    // A failing probe says so without the store's internals (they go to the log).
+    let h = get(app.addr, "/healthz", None).await;
+    assert_eq!(h.body, "store unavailable\n");
     store.down.store(false, Ordering::SeqCst);
     assert_eq!(get(app.addr, "/healthz", None).await.status, 200);
     assert_eq!(

@@ -70,6 +70,12 @@ pub enum Error {
         /// The configured limit.
         limit: usize,
     },
+    /// The request came with a previous session ID inside its rotation grace window: it may
+    /// read the session, never change it or its user's other sessions.
+    #[error(
+        "a previous session ID (rotation grace window) cannot change the session or end others"
+    )]
+    ReadOnly,
     /// Bad configuration or store URL.
     #[error("{0}")]
     Config(String),

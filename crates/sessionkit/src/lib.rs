@@ -32,6 +32,29 @@
 //! IDs are never adopted (a fresh ID is issued); saves are compare-and-set with replay, so
 //! concurrent requests merge; idle and absolute timeouts are enforced server side.
 //!
+//! # Layout
+//!
+//! A request flows one way through the crate; each module only uses those below it:
+//!
+//! ```text
+//! http (tower layer, axum extractor)
+//!  └─ manager   Manager: start / finish, GC task, user-level operations (list, revoke)
+//!      ├─ session    Session: the per-request handle; logs operations, loads lazily
+//!      │   └─ lifecycle  load, liveness, the operation log, finish (create / touch / save
+//!      │       │         with replay) → an Outcome: issue a token, forget it, or nothing
+//!      │       └─ store      the Store trait and the stores (memory, file, sqlite, redis,
+//!      │                     postgres), chosen by URL
+//!      └─ token      the token codec: read, verify, sign, issue, removal; from Config alone
+//!          └─ record, config, id, error   the data types every layer shares
+//! ```
+//!
+//! - [`id`](SessionId): 256-bit IDs and their at-rest [`Key`] (a SHA-256 hash).
+//! - `record`: the stored [`Record`] and its binary encoding.
+//! - `config`: [`Config`] and its [`ConfigBuilder`].
+//! - `lifecycle` (crate-private): what happens between `start` and `finish`.
+//! - [`store`]: the contract every store passes (see "Adding a store" there).
+//! - `testkit` (feature `testkit`): the conformance suite, one list of tests for every store.
+//!
 //! # Cargo features
 //!
 //! | feature | what it adds |

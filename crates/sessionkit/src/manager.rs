@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, Weak};
 use http::HeaderMap;
 
 use crate::config::Config;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::id::Key;
 use crate::lifecycle::{Core, Outcome};
 use crate::metrics;
@@ -55,6 +55,9 @@ impl std::fmt::Debug for Manager {
             .finish()
     }
 }
+
+/// How many list-and-end rounds `revoke_all_except` makes at most.
+const REVOKE_PASSES: usize = 8;
 
 /// Metadata of one session of a user, for a "your devices" page. Never contains the ID.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -121,13 +124,19 @@ impl Manager {
     /// layer answers 503 without a cookie).
     pub async fn finish(&self, session: &Session) -> Result<SessionHeaders> {
         let codec = &self.inner.codec;
-        Ok(match session.finish().await? {
+        let (outcome, private) = session.finish().await?;
+        let headers = match outcome {
             Outcome::Nothing => SessionHeaders::default(),
             Outcome::Forget => codec.removal(),
             Outcome::Issue {
                 id,
                 absolute_expires_at,
             } => codec.issue(&id, absolute_expires_at),
+        };
+        Ok(if private {
+            codec.private(headers)
+        } else {
+            headers
         })
     }
 
@@ -223,21 +232,28 @@ impl Manager {
             .collect())
     }
 
-    /// Ends the session of `user` whose [`SessionInfo::handle`] is `handle`; true if found.
-    pub async fn revoke(&self, user: &str, handle: &str) -> Result<bool> {
+    /// Ends the session with [`SessionInfo::handle`] `handle` of the user signed in on
+    /// `asking`; true if one was ended.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ReadOnly`] when `asking` came with a previous ID (grace window): holding an old
+    /// ID must not let anyone end the user's sessions. Store errors otherwise.
+    pub async fn revoke(&self, asking: &Session, handle: &str) -> Result<bool> {
+        if asking.is_read_only().await? {
+            return Err(Error::ReadOnly);
+        }
+        let Some(user) = asking.user().await? else {
+            return Ok(false);
+        };
+        let core = &self.inner.core;
         let now = now_millis();
-        let list = self
-            .inner
-            .core
-            .call("sessions_of", self.inner.core.store.sessions_of(user, now))
+        let list = core
+            .call("sessions_of", core.store.sessions_of(&user, now))
             .await?;
         for (key, _) in list {
             if key.short() == handle {
-                let ended = self
-                    .inner
-                    .core
-                    .call("destroy", self.inner.core.store.destroy(&key))
-                    .await?;
+                let ended = core.call("destroy", core.store.destroy(&key)).await?;
                 if ended {
                     metrics::destroyed(1);
                 }
@@ -248,39 +264,58 @@ impl Manager {
     }
 
     /// Ends every session of `user` ("log out everywhere"); returns how many.
+    ///
+    /// # Errors
+    ///
+    /// The store's error or a timeout.
     pub async fn revoke_all(&self, user: &str) -> Result<u64> {
-        let n = self
-            .inner
-            .core
-            .call("destroy_user", self.inner.core.store.destroy_user(user))
+        let core = &self.inner.core;
+        let n = core
+            .call("destroy_user", core.store.destroy_user(user))
             .await?;
         metrics::destroyed(n);
         Ok(n)
     }
 
-    /// Ends every session of `user` except `keep` (the asking request's); returns how many.
-    pub async fn revoke_all_except(&self, user: &str, keep: &Session) -> Result<u64> {
+    /// Ends every other session of the user signed in on `keep` (the asking request's);
+    /// returns how many.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ReadOnly`] when `keep` came with a previous ID (grace window). Store errors
+    /// otherwise.
+    pub async fn revoke_all_except(&self, keep: &Session) -> Result<u64> {
+        if keep.is_read_only().await? {
+            return Err(Error::ReadOnly);
+        }
+        let Some(user) = keep.user().await? else {
+            return Ok(0);
+        };
         let keep = keep.key().await?;
-        let now = now_millis();
-        let list = self
-            .inner
-            .core
-            .call("sessions_of", self.inner.core.store.sessions_of(user, now))
-            .await?;
-        let mut n = 0;
-        for (key, _) in list {
-            if Some(key) != keep
-                && self
-                    .inner
-                    .core
-                    .call("destroy", self.inner.core.store.destroy(&key))
-                    .await?
-            {
-                n += 1;
+        let core = &self.inner.core;
+        let mut ended = 0;
+        // A session that rotates between the listing and its deletion moves to a key the
+        // listing did not have: list again until a listing finds nothing left to end.
+        for _ in 0..REVOKE_PASSES {
+            let now = now_millis();
+            let list = core
+                .call("sessions_of", core.store.sessions_of(&user, now))
+                .await?;
+            let mut found = false;
+            for (key, _) in list {
+                if Some(key) != keep {
+                    found = true;
+                    if core.call("destroy", core.store.destroy(&key)).await? {
+                        ended += 1;
+                    }
+                }
+            }
+            if !found {
+                break;
             }
         }
-        metrics::destroyed(n);
-        Ok(n)
+        metrics::destroyed(ended);
+        Ok(ended)
     }
 
     /// Checks that the store answers (for health endpoints).

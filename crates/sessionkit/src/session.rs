@@ -70,10 +70,19 @@ impl Session {
         }
     }
 
-    /// Ends the request's part: writes what it changed (see [`Core::finish`]).
-    pub(crate) async fn finish(&self) -> Result<Outcome> {
+    /// Ends the request's part: writes what it changed (see [`Core::finish`]). The flag is
+    /// true when the response may show the session's data (it resolved to a stored session or
+    /// created one), so that no cache may keep or share it.
+    pub(crate) async fn finish(&self) -> Result<(Outcome, bool)> {
         let mut st = self.inner.state.lock().await;
-        self.inner.core.finish(&mut st, self.inner.had_token).await
+        let existed = st.loaded && st.current.is_some();
+        let outcome = self
+            .inner
+            .core
+            .finish(&mut st, self.inner.had_token)
+            .await?;
+        let private = existed || matches!(outcome, Outcome::Issue { .. });
+        Ok((outcome, private))
     }
 
     async fn state(&self) -> Result<tokio::sync::MutexGuard<'_, State>> {
@@ -185,8 +194,7 @@ impl Session {
             &mut st,
             Op::SetUser(user.map(str::to_owned), auth, absolute),
         )?;
-        st.cycle = true;
-        Ok(())
+        Self::privilege_change(&mut st)
     }
 
     /// How and when the user last authenticated (for "confirm your password" checks).
@@ -204,9 +212,21 @@ impl Session {
 
     /// Issues a new ID at the end of the request: same data, the old ID dead at once. Call it on
     /// every privilege change (login, sudo mode).
+    ///
+    /// A CSRF token handed out before is renewed too: a token seen by whoever held the session
+    /// before the change must not be valid after it.
     pub async fn cycle_id(&self) -> Result<()> {
         let mut st = self.state().await?;
+        Self::privilege_change(&mut st)
+    }
+
+    /// A new ID at the end of the request, and a new CSRF token now if the session had one.
+    fn privilege_change(st: &mut State) -> Result<()> {
         st.cycle = true;
+        if st.view.csrf.is_some() {
+            let token = crate::id::random_token()?;
+            Self::record(st, Op::NewCsrf(token))?;
+        }
         Ok(())
     }
 
@@ -219,8 +239,16 @@ impl Session {
     }
 
     /// The session's CSRF token, created on first use (which makes a new session worth storing).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ReadOnly`] for a request through a previous ID inside its grace window: the live
+    /// session's token is never handed to a holder of an old ID. Store errors as for any load.
     pub async fn csrf_token(&self) -> Result<String> {
         let mut st = self.state().await?;
+        if st.read_only() {
+            return Err(Error::ReadOnly);
+        }
         if let Some(t) = &st.view.csrf {
             return Ok(t.clone());
         }
@@ -232,9 +260,15 @@ impl Session {
     /// Checks `candidate` against the session's CSRF token in constant time. A session without a
     /// token accepts nothing. A failure is reported as a `csrf_failure` event on the
     /// `sessionkit::suspicious` target (with the session's key prefix, never the ID or token).
+    /// A request through a previous ID (grace window) accepts nothing: it cannot change state.
     pub async fn verify_csrf(&self, candidate: &str) -> Result<bool> {
         let st = self.state().await?;
-        let ok = match &st.view.csrf {
+        let csrf = if st.read_only() {
+            None
+        } else {
+            st.view.csrf.as_ref()
+        };
+        let ok = match csrf {
             Some(t) => {
                 t.len() == candidate.len() && bool::from(t.as_bytes().ct_eq(candidate.as_bytes()))
             }

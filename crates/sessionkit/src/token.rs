@@ -12,7 +12,7 @@ use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use http::header::{AUTHORIZATION, CACHE_CONTROL, COOKIE, SET_COOKIE};
+use http::header::{AUTHORIZATION, CACHE_CONTROL, COOKIE, SET_COOKIE, VARY};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::config::{Config, CookieConfig, SameSite, SigningKey, Transport};
@@ -20,29 +20,58 @@ use crate::id::{SessionId, ID_LEN};
 use crate::record::{now_millis, Millis};
 
 /// Response headers produced by [`Manager::finish`](crate::Manager::finish): at most one
-/// `Set-Cookie` (or token header) plus `Cache-Control: no-store` whenever a token is sent, so no
-/// shared cache keeps it.
+/// `Set-Cookie` (or token header), plus `Cache-Control: no-store` whenever a token is sent or
+/// the response may show a stored session's data, so no shared cache keeps either, and then
+/// `Vary` on the header that carries the token, so no cache answers one visitor with another's
+/// page.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SessionHeaders {
-    // The token header; `Cache-Control: no-store` always goes with it, so it is not stored
-    // (and a response needs no vector allocated for two headers).
+    // Fields rather than a vector: a response needs no allocation for three headers.
+    /// The token header.
     token: Option<(HeaderName, HeaderValue)>,
+    /// The header the token arrives in, when the response depends on the session.
+    vary: Option<HeaderName>,
 }
 
 static CACHE_CONTROL_NAME: HeaderName = CACHE_CONTROL;
+static VARY_NAME: HeaderName = VARY;
 static NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 
 impl SessionHeaders {
     /// True if there is nothing to add.
     pub fn is_empty(&self) -> bool {
-        self.token.is_none()
+        self.token.is_none() && self.vary.is_none()
+    }
+
+    /// True if the response depends on the session (it must not be cached or shared).
+    pub fn is_private(&self) -> bool {
+        !self.is_empty()
     }
 
     /// The headers to add.
     pub fn iter(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
-        self.token
-            .iter()
-            .flat_map(|(n, v)| [(n, v), (&CACHE_CONTROL_NAME, &NO_STORE)])
+        let token = self.token.iter().map(|(n, v)| (n, v));
+        let no_store = (!self.is_empty()).then_some((&CACHE_CONTROL_NAME, &NO_STORE));
+        let vary = self
+            .vary
+            .as_ref()
+            .map(|name| (&VARY_NAME, Self::vary_value(name)));
+        token.chain(no_store).chain(vary)
+    }
+
+    /// The `Vary` value for a token header (the common ones are static).
+    fn vary_value(name: &HeaderName) -> &'static HeaderValue {
+        static COOKIE_V: HeaderValue = HeaderValue::from_static("cookie");
+        static AUTHORIZATION_V: HeaderValue = HeaderValue::from_static("authorization");
+        if name == COOKIE {
+            &COOKIE_V
+        } else if name == AUTHORIZATION {
+            &AUTHORIZATION_V
+        } else {
+            // A custom transport header: rare; `*` is the safe over-approximation.
+            static ANY: HeaderValue = HeaderValue::from_static("*");
+            &ANY
+        }
     }
 
     /// The `Set-Cookie` value, if any.
@@ -53,12 +82,19 @@ impl SessionHeaders {
             .map(|(_, v)| v)
     }
 
-    /// Adds the headers to a response's header map.
+    /// Adds the headers to a response's header map (`Cache-Control` replaces the app's: a
+    /// session-dependent page must not be stored, whatever the handler said).
     pub fn apply_to(self, headers: &mut HeaderMap) {
+        if self.is_empty() {
+            return;
+        }
+        if let Some(name) = &self.vary {
+            headers.append(VARY, Self::vary_value(name).clone());
+        }
         if let Some((name, value)) = self.token {
             headers.append(name, value);
-            headers.insert(CACHE_CONTROL, NO_STORE.clone());
         }
+        headers.insert(CACHE_CONTROL, NO_STORE.clone());
     }
 }
 
@@ -226,6 +262,16 @@ impl TokenCodec {
         with_no_store(header)
     }
 
+    /// Marks `headers` as belonging to a response that depends on the session.
+    pub(crate) fn private(&self, mut headers: SessionHeaders) -> SessionHeaders {
+        headers.vary = Some(match &self.transport {
+            Transport::Cookie => COOKIE,
+            Transport::Header(name) => name.clone(),
+            Transport::Bearer { .. } => AUTHORIZATION,
+        });
+        headers
+    }
+
     /// Headers that tell the client to forget its token.
     pub(crate) fn removal(&self) -> SessionHeaders {
         let header = match &self.transport {
@@ -297,6 +343,7 @@ fn with_no_store((name, value): (HeaderName, String)) -> SessionHeaders {
         .expect("cookie line is visible ASCII");
     SessionHeaders {
         token: Some((name, value)),
+        vary: None,
     }
 }
 

@@ -296,3 +296,96 @@ async fn writers_that_follow_a_rotation_queue_behind_the_new_id() {
         "no write lost"
     );
 }
+
+/// A response that shows a stored session must not be cached or shared: `Cache-Control:
+/// no-store` and `Vary: Cookie` on every such response, also when no cookie is sent; a request
+/// that resolved to no session and stored none gets nothing.
+#[tokio::test]
+async fn session_dependent_responses_are_never_cacheable() {
+    let (m, _) = manager(Config::default());
+    let token = sign_in(&m, "kim").await.unwrap();
+    let s = m.start(&cookie_headers(&m, &token));
+    assert_eq!(s.user().await.unwrap().as_deref(), Some("kim"));
+    let h = m.finish(&s).await.unwrap();
+    assert!(h.set_cookie().is_none(), "a plain read sends no cookie");
+    let mut map = HeaderMap::new();
+    h.apply_to(&mut map);
+    assert_eq!(map.get("cache-control").unwrap(), "no-store");
+    assert_eq!(map.get("vary").unwrap(), "cookie");
+    // Anonymous and nothing stored: the page is the same for everyone.
+    let s = m.start(&HeaderMap::new());
+    assert_eq!(s.user().await.unwrap(), None);
+    assert!(m.finish(&s).await.unwrap().is_empty());
+}
+
+/// A CSRF token seen before a privilege change is dead after it (sign-in, sign-out, cycle_id).
+#[tokio::test]
+async fn csrf_tokens_are_renewed_at_every_privilege_change() {
+    let (m, _) = manager(Config::default());
+    let s = m.start(&HeaderMap::new());
+    let before = s.csrf_token().await.unwrap();
+    let token = token_of(&m, &m.finish(&s).await.unwrap());
+    let s = m.start(&cookie_headers(&m, &token));
+    assert!(s.verify_csrf(&before).await.unwrap());
+    s.set_user(Some("lee"), "password").await.unwrap();
+    let after_login = s.csrf_token().await.unwrap();
+    assert_ne!(after_login, before);
+    assert!(!s.verify_csrf(&before).await.unwrap());
+    let token = token_of(&m, &m.finish(&s).await.unwrap());
+    let s = m.start(&cookie_headers(&m, &token));
+    assert!(
+        !s.verify_csrf(&before).await.unwrap(),
+        "stored, not only in the view"
+    );
+    assert!(s.verify_csrf(&after_login).await.unwrap());
+    s.cycle_id().await.unwrap();
+    assert!(!s.verify_csrf(&after_login).await.unwrap());
+    let token = token_of(&m, &m.finish(&s).await.unwrap());
+    let s = m.start(&cookie_headers(&m, &token));
+    assert!(!s.verify_csrf(&after_login).await.unwrap());
+}
+
+/// A previous ID inside its grace window reads the session but can neither learn its CSRF
+/// token, pass a CSRF check, nor end the user's sessions.
+#[tokio::test]
+async fn a_grace_alias_cannot_revoke_or_learn_the_csrf_token() {
+    let config = Config::builder()
+        .rotate_after(Duration::from_millis(50))
+        .rotation_grace(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let (m, _) = manager(config);
+    let other = sign_in(&m, "max").await.unwrap();
+    let old = sign_in(&m, "max").await.unwrap();
+    let s = m.start(&cookie_headers(&m, &old));
+    let live_csrf = s.csrf_token().await.unwrap();
+    m.finish(&s).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    // A write after rotate_after rotates the ID; the old one becomes a grace alias.
+    let s = m.start(&cookie_headers(&m, &old));
+    s.insert("x", 1).await.unwrap();
+    let new = token_of(&m, &m.finish(&s).await.unwrap());
+    assert_ne!(new, old);
+
+    let alias = m.start(&cookie_headers(&m, &old));
+    assert!(alias.is_read_only().await.unwrap());
+    assert_eq!(alias.user().await.unwrap().as_deref(), Some("max"));
+    assert!(matches!(alias.csrf_token().await, Err(Error::ReadOnly)));
+    assert!(!alias.verify_csrf(&live_csrf).await.unwrap());
+    assert!(matches!(
+        m.revoke_all_except(&alias).await,
+        Err(Error::ReadOnly)
+    ));
+    let handle = m.sessions_of("max", None).await.unwrap()[0].handle.clone();
+    assert!(matches!(
+        m.revoke(&alias, &handle).await,
+        Err(Error::ReadOnly)
+    ));
+    assert_eq!(m.sessions_of("max", None).await.unwrap().len(), 2);
+    // The live ID still can.
+    let live = m.start(&cookie_headers(&m, &new));
+    assert!(live.verify_csrf(&live_csrf).await.unwrap());
+    assert_eq!(m.revoke_all_except(&live).await.unwrap(), 1);
+    let gone = m.start(&cookie_headers(&m, &other));
+    assert_eq!(gone.user().await.unwrap(), None);
+}

@@ -14,35 +14,20 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use sessionkit::{Config, Key, Manager, Millis, Page, Record, Result, Store};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
-/// A parsed HTTP response.
-#[derive(Debug, Clone)]
-pub struct Resp {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: String,
+/// A parsed HTTP response (the workspace's one HTTP/1 client).
+pub use sessionkit_http1::Response as Resp;
+
+/// What the demo's tests read off a response beyond the generic client.
+pub trait DemoResponse {
+    /// The session cookie value set by this response (`Some("")` for a removal).
+    fn cookie(&self) -> Option<String>;
+    /// The `X-CSRF-Token` header (every demo response carries one).
+    fn csrf(&self) -> String;
 }
 
-impl Resp {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    pub fn headers_named(&self, name: &str) -> Vec<&str> {
-        self.headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-            .collect()
-    }
-
-    /// The session cookie value set by this response (`Some("")` for a removal).
-    pub fn cookie(&self) -> Option<String> {
+impl DemoResponse for Resp {
+    fn cookie(&self) -> Option<String> {
         let sc = self.headers_named("set-cookie");
         assert!(sc.len() <= 1, "more than one Set-Cookie: {sc:?}");
         let line = sc.first()?;
@@ -50,62 +35,11 @@ impl Resp {
         Some(rest.split(';').next().unwrap_or("").to_owned())
     }
 
-    pub fn csrf(&self) -> String {
+    fn csrf(&self) -> String {
         self.header("x-csrf-token")
             .expect("X-CSRF-Token header")
             .to_owned()
     }
-}
-
-/// Reads one response from `stream`, using `buf` for bytes already read past earlier responses.
-async fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<Resp> {
-    loop {
-        if let Some(end) = find(buf, b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_string();
-            let mut lines = head.split("\r\n");
-            let status_line = lines.next().unwrap_or("");
-            let status: u16 = status_line
-                .split(' ')
-                .nth(1)
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0);
-            let headers: Vec<(String, String)> = lines
-                .filter_map(|l| l.split_once(':'))
-                .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
-                .collect();
-            let len: usize = headers
-                .iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
-                .and_then(|(_, v)| v.parse().ok())
-                .unwrap_or(0);
-            let total = end + 4 + len;
-            while buf.len() < total {
-                let mut chunk = [0u8; 8192];
-                let n = stream.read(&mut chunk).await?;
-                if n == 0 {
-                    return Err(std::io::Error::other("connection closed mid-body"));
-                }
-                buf.extend_from_slice(&chunk[..n]);
-            }
-            let body = String::from_utf8_lossy(&buf[end + 4..total]).to_string();
-            buf.drain(..total);
-            return Ok(Resp {
-                status,
-                headers,
-                body,
-            });
-        }
-        let mut chunk = [0u8; 8192];
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            return Err(std::io::Error::other("connection closed before a response"));
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
 }
 
 /// Builds a request. `cookie` is the session cookie value; `extra` are raw header lines.
@@ -116,30 +50,15 @@ pub fn build(
     extra: &[&str],
     body: &str,
 ) -> Vec<u8> {
-    let mut r = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n");
-    if let Some(c) = cookie {
-        r.push_str(&format!("Cookie: __Host-id={c}\r\n"));
-    }
-    for h in extra {
-        r.push_str(h);
-        r.push_str("\r\n");
-    }
-    if method == "POST" {
-        r.push_str("Content-Type: application/x-www-form-urlencoded\r\n");
-        r.push_str(&format!("Content-Length: {}\r\n", body.len()));
-    }
-    r.push_str("\r\n");
-    r.push_str(body);
-    r.into_bytes()
+    let pair = cookie.map(|c| format!("__Host-id={c}"));
+    sessionkit_http1::request(method, path, pair.as_deref(), extra, body)
 }
 
 /// Sends raw bytes on a fresh connection and reads one response (10 s limit).
 pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> std::io::Result<Resp> {
     tokio::time::timeout(Duration::from_secs(10), async {
-        let mut s = TcpStream::connect(addr).await?;
-        s.write_all(bytes).await?;
-        let mut buf = Vec::new();
-        read_response(&mut s, &mut buf).await
+        let mut c = sessionkit_http1::Connection::connect(addr).await?;
+        c.send(bytes).await
     })
     .await
     .map_err(|_| std::io::Error::other("timed out waiting for a response"))?
@@ -160,13 +79,11 @@ pub async fn post(addr: SocketAddr, path: &str, cookie: Option<&str>, form: &str
 /// Sends `n` requests back to back on one connection, then reads the `n` responses.
 pub async fn pipelined(addr: SocketAddr, request: &[u8], n: usize) -> std::io::Result<Vec<Resp>> {
     tokio::time::timeout(Duration::from_secs(30), async {
-        let mut s = TcpStream::connect(addr).await?;
-        let all: Vec<u8> = request.repeat(n);
-        s.write_all(&all).await?;
-        let mut buf = Vec::new();
+        let mut c = sessionkit_http1::Connection::connect(addr).await?;
+        c.write(&request.repeat(n)).await?;
         let mut out = Vec::with_capacity(n);
         for _ in 0..n {
-            out.push(read_response(&mut s, &mut buf).await?);
+            out.push(c.read_response().await?);
         }
         Ok(out)
     })
@@ -286,6 +203,8 @@ pub fn demo_config() -> Config {
 pub struct Server {
     pub child: Child,
     pub addr: SocketAddr,
+    /// The rest of the server's standard output.
+    pub stdout: BufReader<std::process::ChildStdout>,
 }
 
 impl Server {
@@ -305,16 +224,27 @@ impl Server {
             )
             .spawn()
             .expect("spawn sessionkit serve");
-        let stdout = child.stdout.take().unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
+        stdout.read_line(&mut line).unwrap();
         let addr = line
             .trim()
             .rsplit("http://")
             .next()
             .and_then(|a| a.parse().ok())
             .unwrap_or_else(|| panic!("server did not print its address: {line:?}"));
-        Server { child, addr }
+        Server {
+            child,
+            addr,
+            stdout,
+        }
+    }
+
+    /// The next line the server prints.
+    pub fn next_line(&mut self) -> String {
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        line
     }
 
     pub fn kill(&mut self) {

@@ -14,7 +14,11 @@ pub(crate) enum Op {
     Clear,
     /// User, how they authenticated, and the reset absolute deadline (re-authentication).
     SetUser(Option<String>, Option<AuthInfo>, Option<Millis>),
+    /// A CSRF token created on first use; an existing one wins (another request may have
+    /// handed it out already).
     Csrf(String),
+    /// A CSRF token replacing any existing one (privilege change).
+    NewCsrf(String),
     Device(Option<String>, Option<String>),
 }
 
@@ -49,6 +53,7 @@ impl Op {
             Op::Csrf(token) => {
                 record.csrf.get_or_insert_with(|| token.clone());
             }
+            Op::NewCsrf(token) => record.csrf = Some(token.clone()),
             Op::Device(device, ip) => {
                 let extra = record.extra_mut();
                 extra.device = device.clone();
