@@ -943,7 +943,7 @@ impl Store for FileStore {
 /// file time that says "live".
 #[cfg(feature = "testkit")]
 #[async_trait]
-impl crate::testkit::RawAccess for FileStore {
+impl super::RawAccess for FileStore {
     async fn put_raw(&self, key: &Key, bytes: &[u8]) -> Result<()> {
         let (key, bytes) = (*key, bytes.to_vec());
         self.run("put_raw", move |s| {

@@ -30,6 +30,8 @@ pub mod file;
 pub mod memory;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(feature = "testkit")]
+mod raw;
 #[cfg(feature = "redis")]
 pub mod redis;
 #[cfg(feature = "sqlite")]
@@ -40,6 +42,8 @@ mod url;
 #[cfg(feature = "file")]
 pub use file::FileStore;
 pub use memory::MemoryStore;
+#[cfg(feature = "testkit")]
+pub use raw::RawAccess;
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 

@@ -355,23 +355,6 @@ impl PostgresStore {
         tx.commit().await.map_err(backend("migrate"))
     }
 
-    /// Writes `bytes` as the payload of `key` with every other column saying "live" (far-off
-    /// deadlines, no user): the conformance suite's hook for planting corrupt records.
-    #[cfg(feature = "testkit")]
-    pub async fn put_raw(&self, key: &Key, bytes: &[u8]) -> Result<()> {
-        let now = crate::record::now_millis();
-        let far = now + 3_600_000;
-        let sql = format!(
-            "INSERT INTO {t} ({COLUMNS}) VALUES ($1, 1, $2, $3, $2, $3, NULL, false, $4) \
-             ON CONFLICT (key) DO UPDATE SET version = 1, expires_at = $2, last_access = $3, \
-             absolute_expires_at = $2, created = $3, user_name = NULL, alias = false, payload = $4",
-            t = self.sql.table
-        );
-        self.exec("put_raw", &sql, &[&&key.0[..], &far, &now, &bytes])
-            .await
-            .map(drop)
-    }
-
     /// Runs one statement and returns the number of rows it changed.
     async fn exec(
         &self,
@@ -420,6 +403,26 @@ impl PostgresStore {
                 Self::decode(&key, row, 1).map(|r| (key, r))
             })
             .collect()
+    }
+}
+
+/// Writes `bytes` as the payload of `key` with every other column saying "live" (far-off
+/// deadlines, no user): the conformance suite's hook for planting corrupt records.
+#[cfg(feature = "testkit")]
+#[async_trait]
+impl super::RawAccess for PostgresStore {
+    async fn put_raw(&self, key: &Key, bytes: &[u8]) -> Result<()> {
+        let now = crate::record::now_millis();
+        let far = now + 3_600_000;
+        let sql = format!(
+            "INSERT INTO {t} ({COLUMNS}) VALUES ($1, 1, $2, $3, $2, $3, NULL, false, $4) \
+             ON CONFLICT (key) DO UPDATE SET version = 1, expires_at = $2, last_access = $3, \
+             absolute_expires_at = $2, created = $3, user_name = NULL, alias = false, payload = $4",
+            t = self.sql.table
+        );
+        self.exec("put_raw", &sql, &[&&key.0[..], &far, &now, &bytes])
+            .await
+            .map(drop)
     }
 }
 

@@ -64,8 +64,6 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use crate::error::Result;
-use crate::id::Key;
 use crate::store::Store;
 use helpers::panic_message;
 
@@ -86,17 +84,9 @@ pub use async_trait::async_trait;
 /// A boxed, sendable future, as returned by the entries of [`TESTS`].
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
-/// Direct access to a store's bytes at rest, for planting corrupt or foreign records.
-///
-/// Only stores that keep bytes (file, SQLite, Redis, Postgres) implement it; the memory store has
-/// no bytes to corrupt.
-#[async_trait]
-pub trait RawAccess: Send + Sync + fmt::Debug + 'static {
-    /// Stores `bytes` as the record of `key`, replacing anything there, such that everything the
-    /// store keeps beside the bytes says "live" (e.g. an expiry column far in the future, no
-    /// user). The store must then read the record as absent.
-    async fn put_raw(&self, key: &Key, bytes: &[u8]) -> Result<()>;
-}
+/// The raw-bytes hook of [`Fixture::with_raw`]; it lives in [`store`](crate::store) and is
+/// re-exported here for fixtures.
+pub use crate::store::RawAccess;
 
 /// One store under test, with the optional hooks the suite can use.
 pub struct Fixture {

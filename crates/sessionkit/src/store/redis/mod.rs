@@ -301,45 +301,6 @@ impl RedisStore {
         Ok(n)
     }
 
-    /// Writes `bytes` as the payload of `key` with every other field saying "live" (far-off
-    /// deadlines, indexed, no user): the conformance suite's hook for planting corrupt records.
-    #[cfg(feature = "testkit")]
-    pub async fn put_raw(&self, key: &Key, bytes: &[u8]) -> Result<()> {
-        let far: Millis = crate::record::now_millis() + 3_600_000;
-        let [rec, x, k] = self.keys3(key);
-        let member = key.to_hex();
-        let mut cmds = Vec::new();
-        let mut c = redis::cmd("DEL");
-        c.arg(&rec);
-        cmds.push(c);
-        let mut c = redis::cmd("HSET");
-        c.arg(&rec)
-            .arg("v")
-            .arg(1)
-            .arg("e")
-            .arg(far)
-            .arg("l")
-            .arg(far - 3_600_000)
-            .arg("b")
-            .arg(far)
-            .arg("d")
-            .arg(bytes);
-        cmds.push(c);
-        let mut c = redis::cmd("PEXPIREAT");
-        c.arg(&rec).arg(far);
-        cmds.push(c);
-        let mut c = redis::cmd("ZADD");
-        c.arg(&x).arg(far).arg(&member);
-        cmds.push(c);
-        let mut c = redis::cmd("ZADD");
-        c.arg(&k).arg(0).arg(&member);
-        cmds.push(c);
-        for c in cmds {
-            self.query(&c, "put_raw").await?;
-        }
-        Ok(())
-    }
-
     fn bucket(&self, key: &Key) -> String {
         format!("{}{{{:02x}}}", self.prefix, key.0[0])
     }
@@ -465,6 +426,48 @@ fn glob_escape(s: &str) -> String {
 /// max guards against a record whose `expires_at` was set past it.
 fn index_score(record: &Record) -> Millis {
     record.absolute_expires_at.max(record.expires_at)
+}
+
+/// Writes `bytes` as the payload of `key` with every other field saying "live" (far-off
+/// deadlines, indexed, no user): the conformance suite's hook for planting corrupt records.
+#[cfg(feature = "testkit")]
+#[async_trait]
+impl super::RawAccess for RedisStore {
+    async fn put_raw(&self, key: &Key, bytes: &[u8]) -> Result<()> {
+        let far: Millis = crate::record::now_millis() + 3_600_000;
+        let [rec, x, k] = self.keys3(key);
+        let member = key.to_hex();
+        let mut cmds = Vec::new();
+        let mut c = redis::cmd("DEL");
+        c.arg(&rec);
+        cmds.push(c);
+        let mut c = redis::cmd("HSET");
+        c.arg(&rec)
+            .arg("v")
+            .arg(1)
+            .arg("e")
+            .arg(far)
+            .arg("l")
+            .arg(far - 3_600_000)
+            .arg("b")
+            .arg(far)
+            .arg("d")
+            .arg(bytes);
+        cmds.push(c);
+        let mut c = redis::cmd("PEXPIREAT");
+        c.arg(&rec).arg(far);
+        cmds.push(c);
+        let mut c = redis::cmd("ZADD");
+        c.arg(&x).arg(far).arg(&member);
+        cmds.push(c);
+        let mut c = redis::cmd("ZADD");
+        c.arg(&k).arg(0).arg(&member);
+        cmds.push(c);
+        for c in cmds {
+            self.query(&c, "put_raw").await?;
+        }
+        Ok(())
+    }
 }
 
 #[async_trait]

@@ -641,7 +641,7 @@ impl Store for SqliteStore {
 /// far-future deadline, version 1 and no user.
 #[cfg(feature = "testkit")]
 #[async_trait]
-impl crate::testkit::RawAccess for SqliteStore {
+impl super::RawAccess for SqliteStore {
     async fn put_raw(&self, key: &Key, bytes: &[u8]) -> Result<()> {
         let (key, bytes) = (*key, bytes.to_vec());
         self.write("put_raw", move |conn| {
