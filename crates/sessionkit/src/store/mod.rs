@@ -34,6 +34,7 @@ pub mod postgres;
 mod raw;
 #[cfg(feature = "redis")]
 pub mod redis;
+mod shards;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 #[cfg(any(feature = "redis", feature = "postgres"))]

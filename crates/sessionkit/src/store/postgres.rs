@@ -528,9 +528,7 @@ impl Store for PostgresStore {
                 tx.execute(&stmt, &[&&old.0[..], &expected, &now]).await
             }
             Some(until) => {
-                let mut alias = Record::new(now, until, until);
-                alias.extra_mut().successor = Some(*new);
-                let payload = alias.encode(old);
+                let payload = Record::alias(*new, now, until).encode(old);
                 let stmt = tx
                     .prepare_cached(&self.sql.make_alias)
                     .await

@@ -302,7 +302,7 @@ impl RedisStore {
     }
 
     fn bucket(&self, key: &Key) -> String {
-        format!("{}{{{:02x}}}", self.prefix, key.0[0])
+        format!("{}{{{:02x}}}", self.prefix, key.shard())
     }
 
     fn rec_key(&self, key: &Key) -> String {
@@ -559,7 +559,7 @@ impl Store for RedisStore {
         let alias = grace_until
             .map(|g| alias_record(old, new, now, g))
             .unwrap_or_default();
-        let old_user = if !self.is_cluster() || old.0[0] == new.0[0] {
+        let old_user = if !self.is_cluster() || old.shard() == new.shard() {
             self.index_add(record.user.as_deref(), new, record).await?;
             let mut keys = self.keys3(old).to_vec();
             keys.extend(self.keys3(new));
@@ -702,11 +702,11 @@ impl Store for RedisStore {
     async fn scan(&self, cursor: Option<&str>, limit: usize, now: Millis) -> Result<Page> {
         let mut after = super::key_cursor(cursor)?;
         let limit = limit.max(1);
-        let mut bucket = after.map(|k| k.0[0] as usize).unwrap_or(0);
+        let mut bucket = after.map(|k| k.shard()).unwrap_or(0);
         let mut records = Vec::new();
         while bucket < 256 && records.len() < limit {
             let (_, k) = self.bucket_keys(bucket as u8);
-            let min = match after.filter(|a| a.0[0] as usize == bucket) {
+            let min = match after.filter(|a| a.shard() == bucket) {
                 Some(a) => format!("({}", a.to_hex()),
                 None => "-".to_owned(),
             };

@@ -32,9 +32,7 @@ pub(super) fn expire_arg(at: Millis) -> Vec<u8> {
 }
 
 pub(super) fn alias_record(old: &Key, new: &Key, now: Millis, until: Millis) -> Vec<u8> {
-    let mut alias = Record::new(now, until, until);
-    alias.extra_mut().successor = Some(*new);
-    alias.encode(old)
+    Record::alias(*new, now, until).encode(old)
 }
 
 pub(super) struct Script {

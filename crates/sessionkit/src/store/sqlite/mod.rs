@@ -473,9 +473,7 @@ impl Store for SqliteStore {
             put(tx, &new, &record).map_err(db("rotate"))?;
             match grace_until {
                 Some(until) => {
-                    let mut alias = Record::new(now, until, until);
-                    alias.extra_mut().successor = Some(new);
-                    put(tx, &old, &alias).map_err(db("rotate"))?;
+                    put(tx, &old, &Record::alias(new, now, until)).map_err(db("rotate"))?;
                 }
                 None => {
                     tx.prepare_cached("DELETE FROM sessions WHERE key = ?1")
