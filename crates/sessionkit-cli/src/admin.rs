@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use serde::Serialize;
+use sessionkit::store::ScanPages;
 use sessionkit::{now_millis, Config, Error, Key, Manager, Millis, Record, Store};
 
 use crate::demo::fmt_time;
@@ -165,25 +166,15 @@ async fn for_each_record(
     now: Millis,
     mut f: impl FnMut(&Key, &Record) -> bool,
 ) -> AdminResult<()> {
-    let mut cursor: Option<String> = None;
-    loop {
-        let page = call("scan", store.scan(cursor.as_deref(), batch, now)).await?;
-        for (key, record) in &page.records {
+    let mut pages = ScanPages::new(store, batch);
+    while let Some(page) = call("scan", pages.next(now)).await? {
+        for (key, record) in &page {
             if !f(key, record) {
                 return Ok(());
             }
         }
-        match page.next {
-            Some(next) if Some(&next) != cursor.as_ref() => cursor = Some(next),
-            // `next == cursor` would loop forever on a broken store; stop instead.
-            Some(_) => {
-                return Err(Failure::runtime(
-                    "scan returned the same cursor twice; the store's scan is broken",
-                ))
-            }
-            None => return Ok(()),
-        }
     }
+    Ok(())
 }
 
 /// Arguments of `sessionkit stats`.
@@ -517,15 +508,10 @@ pub async fn copy_all(
     let mut sum = MigrateSummary::default();
     // Deadlines of every record that is at the destination after this run, for the final check.
     let mut deadlines: Vec<Millis> = Vec::with_capacity(total.min(10_000_000) as usize);
-    let mut cursor: Option<String> = None;
-    loop {
-        let page = call(
-            "source scan",
-            from.scan(cursor.as_deref(), batch, now_millis()),
-        )
-        .await?;
-        sum.scanned += page.records.len() as u64;
-        let records = Arc::new(page.records);
+    let mut pages = ScanPages::new(&**from, batch);
+    while let Some(page) = call("source scan", pages.next(now_millis())).await? {
+        sum.scanned += page.len() as u64;
+        let records = Arc::new(page);
         let mut tasks = tokio::task::JoinSet::new();
         for j in 0..jobs.min(records.len().max(1)) {
             let (records, to) = (records.clone(), to.clone());
@@ -565,15 +551,6 @@ pub async fn copy_all(
             deadlines.append(&mut dl);
         }
         bar.update(&sum);
-        match page.next {
-            Some(next) if Some(&next) != cursor.as_ref() => cursor = Some(next),
-            Some(_) => {
-                return Err(Failure::runtime(
-                    "source scan returned the same cursor twice; the store's scan is broken",
-                ))
-            }
-            None => break,
-        }
     }
     bar.finish(&sum, started.elapsed());
     // Count check: everything copied or found that has not expired since must be live there.

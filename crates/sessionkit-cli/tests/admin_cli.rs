@@ -489,19 +489,11 @@ fn migrate(from: &str, to: &str, batch: &str) -> serde_json::Value {
 
 /// Every live record of `store`, by key.
 async fn snapshot(store: &dyn Store) -> HashMap<Key, Record> {
-    let mut out = HashMap::new();
-    let mut cursor = None;
-    loop {
-        let page = store
-            .scan(cursor.as_deref(), 1000, now_millis())
-            .await
-            .unwrap();
-        out.extend(page.records);
-        match page.next {
-            Some(c) => cursor = Some(c),
-            None => return out,
-        }
-    }
+    sessionkit::store::scan_all(store, 1000, now_millis())
+        .await
+        .unwrap()
+        .into_iter()
+        .collect()
 }
 
 fn same(a: &Record, b: &Record) -> bool {

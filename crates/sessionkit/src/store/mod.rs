@@ -34,6 +34,7 @@ pub mod postgres;
 mod raw;
 #[cfg(feature = "redis")]
 pub mod redis;
+mod scan;
 mod shards;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
@@ -45,6 +46,7 @@ pub use file::FileStore;
 pub use memory::MemoryStore;
 #[cfg(feature = "testkit")]
 pub use raw::RawAccess;
+pub use scan::{scan_all, ScanPages};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::id::{Key, SessionId};
 use crate::record::{now_millis, AuthInfo, Millis, Record};
-use crate::store::Store;
+use crate::store::{ScanPages, Store};
 
 pub(super) const SEC: Millis = 1_000;
 pub(super) const MIN: Millis = 60 * SEC;
@@ -133,22 +133,19 @@ pub(super) async fn scan_pages(
     now: Millis,
 ) -> Vec<Vec<(Key, Record)>> {
     let mut pages = Vec::new();
-    let mut cursor: Option<String> = None;
+    let mut scan = ScanPages::new(&**store, limit);
     for _ in 0..100_000 {
-        let page = store
-            .scan(cursor.as_deref(), limit, now)
+        let page = scan
+            .next(now)
             .await
             .unwrap_or_else(|e| panic!("scan (limit {limit}): {e}"));
+        let Some(page) = page else { return pages };
         assert!(
-            page.records.len() <= limit,
+            page.len() <= limit,
             "scan returned {} records for limit {limit}",
-            page.records.len()
+            page.len()
         );
-        pages.push(page.records);
-        match page.next {
-            Some(c) => cursor = Some(c),
-            None => return pages,
-        }
+        pages.push(page);
     }
     panic!("scan did not finish after 100,000 pages");
 }

@@ -6,6 +6,7 @@ use super::helpers::*;
 use super::Fixture;
 use crate::id::Key;
 use crate::record::{now_millis, Millis, Record};
+use crate::store::ScanPages;
 
 /// A paged `scan` returns every live record exactly once with its data, never an expired record
 /// or an alias, whatever the page size.
@@ -100,17 +101,14 @@ pub async fn scan_is_stable_under_concurrent_changes(fx: Fixture) {
 
     let limit = 7;
     let mut seen: Vec<(Key, Record)> = Vec::new();
-    let mut cursor: Option<String> = None;
+    let mut pages = ScanPages::new(&*store, limit);
     let mut round = 0usize;
-    loop {
-        let page = store
-            .scan(cursor.as_deref(), limit, now)
-            .await
-            .expect("scan");
-        assert!(page.records.len() <= limit);
-        seen.extend(page.records);
-        let Some(c) = page.next else { break };
-        cursor = Some(c);
+    while let Some(page) = pages.next(now).await.expect("scan") {
+        assert!(page.len() <= limit);
+        seen.extend(page);
+        if pages.is_done() {
+            break;
+        }
         round += 1;
         assert!(round < 10_000, "scan did not finish");
 
