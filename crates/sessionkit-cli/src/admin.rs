@@ -66,26 +66,10 @@ impl std::error::Error for Failure {}
 /// Result of an admin command.
 pub type AdminResult<T = ()> = Result<T, Failure>;
 
-/// `url` with any password replaced by `***`, for messages.
+/// `url` with any password replaced by `***`, for messages: the library's
+/// [`redact_url`](sessionkit::store::redact_url), so the CLI and the library's errors agree.
 pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let (authority, path) = match rest.find('/') {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split(':').next().unwrap_or("");
-            if userinfo.contains(':') {
-                format!("{scheme}://{user}:***@{host}{path}")
-            } else {
-                format!("{scheme}://{user}@{host}{path}")
-            }
-        }
-        None => url.to_owned(),
-    }
+    sessionkit::store::redact_url(url)
 }
 
 /// Opens the store at `url` and checks that it answers.
@@ -106,10 +90,10 @@ pub async fn open_store(url: &str) -> AdminResult<Arc<dyn Store>> {
                 "store {shown} did not answer within {CALL_TIMEOUT:?}"
             )))
         }
-        // Configuration errors that are about the URL (syntax, parameters, scheme) are the
-        // caller's; the others (a foreign database, a newer schema) are about the store.
-        Ok(Err(Error::Config(msg))) if msg.contains("URL") => {
-            return Err(Failure::usage(format!("bad store URL {shown}: {msg}")))
+        // Errors about the URL (syntax, parameters, scheme) are the caller's; configuration
+        // errors (a foreign database, a newer schema) are about the store.
+        Ok(Err(Error::BadUrl { reason, .. })) => {
+            return Err(Failure::usage(format!("bad store URL {shown}: {reason}")))
         }
         Ok(Err(Error::Config(msg))) => {
             return Err(Failure::runtime(format!("cannot use store {shown}: {msg}")))

@@ -106,7 +106,7 @@ async fn try_open(url: &str) -> Option<Arc<dyn Store>> {
             }
             Err(e) => panic!("{url}: server unavailable (required): {e}"),
         },
-        Err(Error::Config(msg)) if not_in_build(&msg) => {
+        Err(Error::BadUrl { reason: msg, .. }) if not_in_build(&msg) => {
             eprintln!("SKIPPED {url}: scheme not in this build");
             None
         }
@@ -382,7 +382,7 @@ async fn unreachable_servers_are_runtime_errors() {
         "postgres://postgres@127.0.0.1:1/test",
     ] {
         match sessionkit::store::open(url).await {
-            Err(Error::Config(m)) if not_in_build(&m) => {
+            Err(Error::BadUrl { reason: m, .. }) if not_in_build(&m) => {
                 eprintln!("SKIPPED {url}: scheme not in this build");
                 continue;
             }

@@ -141,16 +141,18 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 fn parse_url(url: &str) -> Result<PathBuf> {
     let rest = url
         .strip_prefix("file://")
-        .ok_or_else(|| Error::Config(format!("not a file:// URL: {url:?}")))?;
+        .ok_or_else(|| Error::bad_url(url, "not a file:// URL"))?;
     if rest.contains('?') || rest.contains('#') {
-        return Err(Error::Config(format!(
-            "file store URL {url:?}: no query parameters are supported"
-        )));
+        return Err(Error::bad_url(
+            url,
+            "file store URL: no query parameters are supported",
+        ));
     }
     if rest.is_empty() {
-        return Err(Error::Config(format!(
-            "file store URL {url:?} names no directory; use file:///abs/dir or file://relative/dir"
-        )));
+        return Err(Error::bad_url(
+            url,
+            "file store URL names no directory; use file:///abs/dir or file://relative/dir",
+        ));
     }
     Ok(PathBuf::from(rest))
 }

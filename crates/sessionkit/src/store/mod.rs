@@ -38,7 +38,6 @@ mod scan;
 mod shards;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
-#[cfg(any(feature = "redis", feature = "postgres"))]
 mod url;
 
 #[cfg(feature = "file")]
@@ -49,6 +48,7 @@ pub use raw::RawAccess;
 pub use scan::{scan_all, ScanPages};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
+pub use url::redact_url;
 
 /// One page of [`Store::scan`].
 #[derive(Debug, Default)]
@@ -185,32 +185,39 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
         #[cfg(feature = "postgres")]
         "postgres" | "postgresql" => Ok(Arc::new(postgres::PostgresStore::open(url).await?)),
         #[cfg(not(feature = "redis"))]
-        "redis" | "redis+cluster" | "rediss" | "rediss+cluster" => Err(Error::Config(format!(
-            "store URL {url:?} needs the cargo feature `redis` of sessionkit"
-        ))),
+        "redis" | "redis+cluster" | "rediss" | "rediss+cluster" => Err(Error::bad_url(
+            url,
+            "needs the cargo feature `redis` of sessionkit",
+        )),
         #[cfg(not(feature = "postgres"))]
-        "postgres" | "postgresql" => Err(Error::Config(format!(
-            "store URL {url:?} needs the cargo feature `postgres` of sessionkit"
-        ))),
+        "postgres" | "postgresql" => Err(Error::bad_url(
+            url,
+            "needs the cargo feature `postgres` of sessionkit",
+        )),
         #[cfg(feature = "sqlite")]
         "sqlite" => Ok(Arc::new(SqliteStore::open(url).await?)),
         #[cfg(feature = "file")]
         "file" => Ok(Arc::new(FileStore::open(url).await?)),
         #[cfg(not(feature = "sqlite"))]
-        "sqlite" => Err(Error::Config(format!(
-            "store URL {url:?} needs the cargo feature `sqlite` of sessionkit"
-        ))),
+        "sqlite" => Err(Error::bad_url(
+            url,
+            "needs the cargo feature `sqlite` of sessionkit",
+        )),
         #[cfg(not(feature = "file"))]
-        "file" => Err(Error::Config(format!(
-            "store URL {url:?} needs the cargo feature `file` of sessionkit"
-        ))),
-        _ => Err(Error::Config(format!(
-            "unknown store URL {url:?}; known schemes: {}",
-            SCHEMES
-                .iter()
-                .map(|(s, f)| format!("{s} {f}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))),
+        "file" => Err(Error::bad_url(
+            url,
+            "needs the cargo feature `file` of sessionkit",
+        )),
+        _ => Err(Error::bad_url(
+            url,
+            format!(
+                "unknown store URL scheme; known schemes: {}",
+                SCHEMES
+                    .iter()
+                    .map(|(s, f)| format!("{s} {f}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )),
     }
 }

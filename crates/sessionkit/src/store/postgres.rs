@@ -227,6 +227,13 @@ impl PostgresStore {
 
     /// Like [`PostgresStore::open`] with explicit options; `?schema=`/`?table=` in the URL win.
     pub async fn open_with(url: &str, mut options: PostgresOptions) -> Result<Self> {
+        let given = url;
+        // The TLS settings are read from URL parameters (sslmode, sslrootcert and the file it
+        // names), so what goes wrong there is the URL's.
+        let url_error = |e: Error| match e {
+            Error::Config(reason) => Error::bad_url(given, reason),
+            e => e,
+        };
         // sslmode is sessionkit's to read: tokio-postgres knows no verify-ca or verify-full.
         let (url, params) =
             super::url::take_params(url, &["schema", "table", "sslmode", "sslrootcert"]);
@@ -238,21 +245,23 @@ impl PostgresStore {
         if let Some(t) = table {
             options.table = t;
         }
-        let tls = tls::Tls::from_params(sslmode.as_deref(), sslrootcert)?;
+        let tls = tls::Tls::from_params(sslmode.as_deref(), sslrootcert).map_err(url_error)?;
         check_ident("schema", &options.schema)?;
         check_ident("table", &options.table)?;
         let mut pg = tokio_postgres::Config::from_str(&url)
-            .map_err(|e| Error::Config(format!("postgres URL: {e}")))?;
+            .map_err(|e| Error::bad_url(given, format!("postgres URL: {e}")))?;
         pg.connect_timeout(options.connect_timeout);
         if pg.get_application_name().is_none() {
             pg.application_name("sessionkit");
         }
-        let manager = tls.manager(
-            pg,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        )?;
+        let manager = tls
+            .manager(
+                pg,
+                ManagerConfig {
+                    recycling_method: RecyclingMethod::Fast,
+                },
+            )
+            .map_err(url_error)?;
         let pool = Pool::builder(manager)
             .max_size(options.pool_size.max(1))
             .wait_timeout(Some(options.connect_timeout))

@@ -47,7 +47,7 @@ pub(super) async fn connect(
 ) -> Result<Conn> {
     Ok(if cluster {
         let node_scheme = if tls { "rediss" } else { "redis" };
-        let builder = ClusterClientBuilder::new(cluster_nodes(node_scheme, rest)?)
+        let builder = ClusterClientBuilder::new(cluster_nodes(url, node_scheme, rest)?)
             .connection_timeout(options.connect_timeout)
             .response_timeout(options.response_timeout)
             .retries(2)
@@ -55,15 +55,15 @@ pub(super) async fn connect(
             .max_retry_wait(200);
         let client = tls::cluster_certs(builder, certs)
             .build()
-            .map_err(|e| Error::Config(format!("redis cluster URL {url:?}: {e}")))?;
+            .map_err(|e| Error::bad_url(url, format!("redis cluster URL: {e}")))?;
         let c = client
             .get_async_connection()
             .await
             .map_err(backend("connect"))?;
         Conn::Cluster(c)
     } else {
-        let client = tls::client(&url, certs)
-            .map_err(|e| Error::Config(format!("redis URL {url:?}: {e}")))?;
+        let client =
+            tls::client(&url, certs).map_err(|e| Error::bad_url(url, format!("redis URL: {e}")))?;
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(options.connect_timeout))
             .set_response_timeout(Some(options.response_timeout))
@@ -212,7 +212,7 @@ impl RedisStore {
     }
 }
 
-pub(super) fn cluster_nodes(scheme: &str, rest: &str) -> Result<Vec<String>> {
+pub(super) fn cluster_nodes(url: &str, scheme: &str, rest: &str) -> Result<Vec<String>> {
     let authority = rest.split(['/', '?']).next().unwrap_or("");
     let (userinfo, hosts) = match authority.rsplit_once('@') {
         Some((u, h)) => (format!("{u}@"), h),
@@ -224,8 +224,9 @@ pub(super) fn cluster_nodes(scheme: &str, rest: &str) -> Result<Vec<String>> {
         .map(|h| format!("{scheme}://{userinfo}{h}"))
         .collect();
     if nodes.is_empty() {
-        return Err(Error::Config(
-            "redis cluster URL names no node (expected redis+cluster://host:port,host:port)".into(),
+        return Err(Error::bad_url(
+            url,
+            "redis cluster URL names no node (expected redis+cluster://host:port,host:port)",
         ));
     }
     Ok(nodes)
@@ -292,13 +293,13 @@ mod tests {
     #[test]
     fn cluster_urls_split_into_nodes() {
         assert_eq!(
-            cluster_nodes("redis", "a:1,b:2/?prefix=x").unwrap(),
+            cluster_nodes("redis+cluster://", "redis", "a:1,b:2/?prefix=x").unwrap(),
             vec!["redis://a:1", "redis://b:2"]
         );
         assert_eq!(
-            cluster_nodes("redis", ":pw@a:1,b:2").unwrap(),
+            cluster_nodes("redis+cluster://", "redis", ":pw@a:1,b:2").unwrap(),
             vec!["redis://:pw@a:1", "redis://:pw@b:2"]
         );
-        assert!(cluster_nodes("redis", "").is_err());
+        assert!(cluster_nodes("redis+cluster://", "redis", "").is_err());
     }
 }

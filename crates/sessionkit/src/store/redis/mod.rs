@@ -204,9 +204,12 @@ impl RedisStore {
                 .ok()
                 .filter(|n| *n <= 64)
                 .ok_or_else(|| {
-                    Error::Config(format!(
-                        "redis URL: wait_replicas must be a number from 0 to 64, got {n:?}"
-                    ))
+                    Error::bad_url(
+                        &url,
+                        format!(
+                            "redis URL: wait_replicas must be a number from 0 to 64, got {n:?}"
+                        ),
+                    )
                 })?,
             None => options.wait_replicas,
         };
@@ -220,9 +223,10 @@ impl RedisStore {
                 .ok()
                 .filter(|n| (1..=64).contains(n))
                 .ok_or_else(|| {
-                    Error::Config(format!(
-                        "redis URL: connections must be a number from 1 to 64, got {n:?}"
-                    ))
+                    Error::bad_url(
+                        &url,
+                        format!("redis URL: connections must be a number from 1 to 64, got {n:?}"),
+                    )
                 })?,
             None => options.connections.clamp(1, 64),
         };
@@ -235,13 +239,14 @@ impl RedisStore {
             "redis+cluster" => (false, true),
             "rediss+cluster" => (true, true),
             _ => {
-                return Err(Error::Config(format!(
-                    "not a redis URL: {url:?} (expected redis://, rediss://, redis+cluster:// or \
-                     rediss+cluster://)"
-                )))
+                return Err(Error::bad_url(
+                    &url,
+                    "not a redis URL (expected redis://, rediss://, redis+cluster:// or \
+                     rediss+cluster://)",
+                ))
             }
         };
-        let certs = tls::certificates(tls, ca, cert, key)?;
+        let certs = tls::certificates(&url, tls, ca, cert, key)?;
         let conn = conn::connect(&url, rest, tls, cluster, certs, &options, connections).await?;
         Ok(Self {
             conn,

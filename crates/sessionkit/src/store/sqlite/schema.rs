@@ -55,20 +55,21 @@ impl Default for Options {
 pub(super) fn parse_url(url: &str) -> Result<(PathBuf, Options)> {
     let rest = url
         .strip_prefix("sqlite://")
-        .ok_or_else(|| Error::Config(format!("not an sqlite:// URL: {url:?}")))?;
+        .ok_or_else(|| Error::bad_url(url, "not an sqlite:// URL"))?;
     let (path, query) = match rest.split_once('?') {
         Some((p, q)) => (p, Some(q)),
         None => (rest, None),
     };
     if path.is_empty() {
-        return Err(Error::Config(format!(
-            "sqlite URL {url:?} names no file; use sqlite://path.db or sqlite:///abs/path.db"
-        )));
+        return Err(Error::bad_url(
+            url,
+            "sqlite URL names no file; use sqlite://path.db or sqlite:///abs/path.db",
+        ));
     }
     let mut options = Options::default();
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let bad = || Error::Config(format!("sqlite URL {url:?}: bad value for {k}: {v:?}"));
+        let bad = || Error::bad_url(url, format!("sqlite URL: bad value for {k}: {v:?}"));
         match k {
             "synchronous" => {
                 options.synchronous_full = match v.to_ascii_lowercase().as_str() {
@@ -88,9 +89,13 @@ pub(super) fn parse_url(url: &str) -> Result<(PathBuf, Options)> {
                 options.busy_timeout = Duration::from_millis(v.parse().map_err(|_| bad())?)
             }
             _ => {
-                return Err(Error::Config(format!(
-                    "sqlite URL {url:?}: unknown parameter {k:?} (known: synchronous, pool, busy_timeout_ms)"
-                )))
+                return Err(Error::bad_url(
+                    url,
+                    format!(
+                        "sqlite URL: unknown parameter {k:?} (known: synchronous, pool, \
+                         busy_timeout_ms)"
+                    ),
+                ))
             }
         }
     }
