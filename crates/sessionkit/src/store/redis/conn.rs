@@ -63,7 +63,7 @@ pub(super) async fn connect(
         Conn::Cluster(c)
     } else {
         let client =
-            tls::client(&url, certs).map_err(|e| Error::bad_url(url, format!("redis URL: {e}")))?;
+            tls::client(url, certs).map_err(|e| Error::bad_url(url, format!("redis URL: {e}")))?;
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(options.connect_timeout))
             .set_response_timeout(Some(options.response_timeout))
