@@ -106,7 +106,7 @@ async fn try_open(url: &str) -> Option<Arc<dyn Store>> {
             }
             Err(e) => panic!("{url}: server unavailable (required): {e}"),
         },
-        Err(Error::Config(msg)) if not_in_build(&msg) => {
+        Err(Error::BadUrl { reason: msg, .. }) if not_in_build(&msg) => {
             eprintln!("SKIPPED {url}: scheme not in this build");
             None
         }
@@ -382,7 +382,7 @@ async fn unreachable_servers_are_runtime_errors() {
         "postgres://postgres@127.0.0.1:1/test",
     ] {
         match sessionkit::store::open(url).await {
-            Err(Error::Config(m)) if not_in_build(&m) => {
+            Err(Error::BadUrl { reason: m, .. }) if not_in_build(&m) => {
                 eprintln!("SKIPPED {url}: scheme not in this build");
                 continue;
             }
@@ -512,19 +512,11 @@ fn migrate(from: &str, to: &str, batch: &str) -> serde_json::Value {
 
 /// Every live record of `store`, by key.
 async fn snapshot(store: &dyn Store) -> HashMap<Key, Record> {
-    let mut out = HashMap::new();
-    let mut cursor = None;
-    loop {
-        let page = store
-            .scan(cursor.as_deref(), 1000, now_millis())
-            .await
-            .unwrap();
-        out.extend(page.records);
-        match page.next {
-            Some(c) => cursor = Some(c),
-            None => return out,
-        }
-    }
+    sessionkit::store::scan_all(store, 1000, now_millis())
+        .await
+        .unwrap()
+        .into_iter()
+        .collect()
 }
 
 fn same(a: &Record, b: &Record) -> bool {

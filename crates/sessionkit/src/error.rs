@@ -76,7 +76,18 @@ pub enum Error {
         "a previous session ID (rotation grace window) cannot change the session or end others"
     )]
     ReadOnly,
-    /// Bad configuration or store URL.
+    /// A store URL that cannot be used as written: unknown scheme, missing cargo feature, bad
+    /// syntax or parameter. Tells a caller's mistake in the URL apart from a store that cannot
+    /// be used ([`Error::Config`]).
+    #[error("store URL {url:?}: {reason}")]
+    BadUrl {
+        /// The URL with any password replaced by `***` ([`redact_url`](crate::store::redact_url)),
+        /// so the error is safe to log.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Bad configuration, or a store that cannot be used (a foreign or newer database ...).
     #[error("{0}")]
     Config(String),
 }
@@ -88,6 +99,14 @@ impl Error {
             store,
             op,
             source: source.into(),
+        }
+    }
+
+    /// An [`Error::BadUrl`] for `url`, redacted here so that no caller can forget to.
+    pub fn bad_url(url: &str, reason: impl Into<String>) -> Self {
+        Error::BadUrl {
+            url: crate::store::redact_url(url),
+            reason: reason.into(),
         }
     }
 

@@ -134,6 +134,29 @@ impl Key {
     pub fn short(&self) -> String {
         self.to_hex()[..16].to_owned()
     }
+
+    /// Number of values [`Key::shard`] and [`Key::stripe`] take.
+    pub const PARTS: usize = 256;
+
+    /// The store shard (or Redis bucket) of this key, `0..Key::PARTS`: its first byte.
+    ///
+    /// The key is a hash of a random ID, so any of its bytes is uniform and the shards fill
+    /// evenly without hashing again. It is the *first* byte so that shards are ranges of the key
+    /// order: a store that scans shard by shard in order returns keys in key order, which the
+    /// scan cursors (the last key returned) rely on.
+    pub fn shard(&self) -> usize {
+        self.0[0] as usize
+    }
+
+    /// The write turn (a lock stripe of the session manager) of this key, `0..Key::PARTS`: its
+    /// second byte.
+    ///
+    /// Uniform for the same reason as [`Key::shard`], but a different byte, so that keys which
+    /// share a store shard do not also share a write turn: the two kinds of contention stay
+    /// independent.
+    pub fn stripe(&self) -> usize {
+        self.0[1] as usize
+    }
 }
 
 impl fmt::Debug for Key {

@@ -303,6 +303,16 @@ impl Record {
         self.extra.as_ref().and_then(|e| e.successor.as_ref())
     }
 
+    /// The alias a rotation with a grace period leaves under the old key: created at `now`,
+    /// pointing at `successor`, and dead at `until` (idle and absolute deadline alike). Stores
+    /// serve it read-only so that requests racing the rotation still find the session; built in
+    /// one place so every store writes the same alias.
+    pub fn alias(successor: Key, now: Millis, until: Millis) -> Self {
+        let mut alias = Self::new(now, until, until);
+        alias.extra_mut().successor = Some(successor);
+        alias
+    }
+
     /// Mutable access to the out-of-line fields, creating them on first use.
     pub fn extra_mut(&mut self) -> &mut Extra {
         self.extra.get_or_insert_with(Default::default)

@@ -63,19 +63,7 @@ fn ack(line: String) {
 }
 
 async fn all_records(store: &dyn Store) -> Vec<(Key, Record)> {
-    let mut out = Vec::new();
-    let mut cursor = None;
-    loop {
-        let page = store
-            .scan(cursor.as_deref(), 500, now_millis())
-            .await
-            .unwrap();
-        out.extend(page.records);
-        match page.next {
-            Some(c) => cursor = Some(c),
-            None => return out,
-        }
-    }
+    store::scan_all(store, 500, now_millis()).await.unwrap()
 }
 
 /// The writer: resumes the sessions already in the store, then creates and saves as fast as it

@@ -54,7 +54,9 @@ async fn wrong_targets_are_clear_config_errors() {
     ];
     for url in &cases {
         match store::open(url).await {
-            Err(Error::Config(msg)) => assert!(!msg.is_empty()),
+            Err(Error::Config(msg) | Error::BadUrl { reason: msg, .. }) => {
+                assert!(!msg.is_empty())
+            }
             other => panic!("{url}: expected a config error, got {other:?}"),
         }
     }

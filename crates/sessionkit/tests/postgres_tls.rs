@@ -213,7 +213,7 @@ async fn bad_tls_parameters_are_config_errors() {
         ),
     ] {
         match PostgresStore::open(&url(&params)).await {
-            Err(Error::Config(m)) => assert!(m.contains(says), "{params:?}: {m}"),
+            Err(Error::BadUrl { reason: m, .. }) => assert!(m.contains(says), "{params:?}: {m}"),
             other => panic!("{params:?}: expected a config error, got {:?}", other.err()),
         }
     }

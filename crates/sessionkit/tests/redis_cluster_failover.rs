@@ -237,6 +237,6 @@ async fn wait_replicas_without_replicas_is_a_prompt_clear_error() {
     plain.create(&new_key(), &record(60_000)).await.unwrap();
     assert!(matches!(
         RedisStore::open(&format!("{}?wait_replicas=x", node.url())).await,
-        Err(sessionkit::Error::Config(_))
+        Err(sessionkit::Error::BadUrl { .. })
     ));
 }

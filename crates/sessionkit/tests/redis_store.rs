@@ -104,7 +104,7 @@ async fn layout(s: &RedisStore) {
     let mut r = record(60_000);
     r.user = Some("layout".into());
     s.create(&k, &r).await.unwrap();
-    let rec_key = format!("{}{{{:02x}}}r:{}", s.prefix(), k.0[0], k.to_hex());
+    let rec_key = format!("{}{{{:02x}}}r:{}", s.prefix(), k.shard(), k.to_hex());
     let ttl: i64 = redis::cmd("PTTL")
         .arg(&rec_key)
         .query_async(&mut c)

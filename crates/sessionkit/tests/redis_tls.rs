@@ -130,7 +130,7 @@ async fn bad_tls_parameters_are_config_errors() {
         ("redisss://127.0.0.1:1".to_owned(), "not a redis URL"),
     ] {
         match RedisStore::open(&url).await {
-            Err(Error::Config(m)) => assert!(m.contains(says), "{url}: {m}"),
+            Err(Error::BadUrl { reason: m, .. }) => assert!(m.contains(says), "{url}: {m}"),
             other => panic!("{url}: expected a config error, got {other:?}"),
         }
     }

@@ -60,7 +60,7 @@ impl Core {
 
     /// The write turn of `key` in this process.
     fn turn(&self, key: &Key) -> &tokio::sync::Mutex<()> {
-        &self.write_turns[key.0[1] as usize % WRITE_TURNS]
+        &self.write_turns[key.stripe() % WRITE_TURNS]
     }
 
     /// A fresh record as a new session at `now` would get it.

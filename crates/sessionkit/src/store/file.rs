@@ -51,7 +51,7 @@ use crate::id::Key;
 use crate::record::{Millis, Record};
 
 const KIND: &str = "file";
-const SHARDS: usize = 256;
+const SHARDS: usize = Key::PARTS;
 const MARKER: &str = "SESSIONKIT";
 const FORMAT: u32 = 1;
 const MARKER_PREFIX: &str = "sessionkit file store ";
@@ -141,16 +141,18 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 fn parse_url(url: &str) -> Result<PathBuf> {
     let rest = url
         .strip_prefix("file://")
-        .ok_or_else(|| Error::Config(format!("not a file:// URL: {url:?}")))?;
+        .ok_or_else(|| Error::bad_url(url, "not a file:// URL"))?;
     if rest.contains('?') || rest.contains('#') {
-        return Err(Error::Config(format!(
-            "file store URL {url:?}: no query parameters are supported"
-        )));
+        return Err(Error::bad_url(
+            url,
+            "file store URL: no query parameters are supported",
+        ));
     }
     if rest.is_empty() {
-        return Err(Error::Config(format!(
-            "file store URL {url:?} names no directory; use file:///abs/dir or file://relative/dir"
-        )));
+        return Err(Error::bad_url(
+            url,
+            "file store URL names no directory; use file:///abs/dir or file://relative/dir",
+        ));
     }
     Ok(PathBuf::from(rest))
 }
@@ -280,7 +282,7 @@ impl Inner {
     }
 
     fn record_path(&self, key: &Key) -> PathBuf {
-        self.shard_dir(key.0[0] as usize).join(key.to_hex())
+        self.shard_dir(key.shard()).join(key.to_hex())
     }
 
     fn user_dir(&self, user: &str) -> PathBuf {
@@ -339,7 +341,7 @@ impl Inner {
         expires_at: Millis,
         op: &'static str,
     ) -> Result<()> {
-        let dir = self.shard_dir(key.0[0] as usize);
+        let dir = self.shard_dir(key.shard());
         let tmp = dir.join(format!(
             ".tmp.{}.{}.{}",
             key.short(),
@@ -372,7 +374,7 @@ impl Inner {
 
     /// Removes the record file; true if it was there.
     fn remove(&self, key: &Key, op: &'static str) -> Result<bool> {
-        let dir = self.shard_dir(key.0[0] as usize);
+        let dir = self.shard_dir(key.shard());
         match fs::remove_file(dir.join(key.to_hex())) {
             Ok(()) => {
                 sync_dir(&dir).map_err(io_err(op))?;
@@ -481,7 +483,7 @@ impl Inner {
     }
 
     fn create(&self, key: &Key, record: &Record) -> Result<()> {
-        let _g = self.lock(key.0[0] as usize)?;
+        let _g = self.lock(key.shard())?;
         let cur = self.read(key, "create")?.record();
         if cur
             .as_ref()
@@ -502,7 +504,7 @@ impl Inner {
     }
 
     fn save(&self, key: &Key, record: &Record, expected_version: u64) -> Result<()> {
-        let _g = self.lock(key.0[0] as usize)?;
+        let _g = self.lock(key.shard())?;
         let cur = match self.read(key, "save")?.record() {
             Some(r)
                 if !r.is_expired(record.last_access)
@@ -528,7 +530,7 @@ impl Inner {
     }
 
     fn touch(&self, key: &Key, last_access: Millis, expires_at: Millis) -> Result<bool> {
-        let _g = self.lock(key.0[0] as usize)?;
+        let _g = self.lock(key.shard())?;
         let Some(mut r) = self
             .read(key, "touch")?
             .record()
@@ -550,14 +552,8 @@ impl Inner {
         record: &Record,
         grace_until: Option<Millis>,
     ) -> Result<()> {
-        let (a, b) = (old.0[0] as usize, new.0[0] as usize);
         // Both shards, in index order, so two rotations (in any processes) cannot deadlock.
-        let _first = self.lock(a.min(b))?;
-        let _second = if a != b {
-            Some(self.lock(a.max(b))?)
-        } else {
-            None
-        };
+        let _locks = super::shards::lock_two(old.shard(), new.shard(), |i| self.lock(i))?;
         let now = record.last_access;
         let prev = match self.read(old, "rotate")?.record() {
             Some(r)
@@ -584,9 +580,7 @@ impl Inner {
         self.write(new, record, "rotate")?;
         match grace_until {
             Some(until) => {
-                let mut alias = Record::new(now, until, until);
-                alias.extra_mut().successor = Some(*new);
-                self.write(old, &alias, "rotate")?;
+                self.write(old, &Record::alias(*new, now, until), "rotate")?;
             }
             None => {
                 self.remove(old, "rotate")?;
@@ -599,7 +593,7 @@ impl Inner {
     }
 
     fn destroy(&self, key: &Key) -> Result<bool> {
-        let _g = self.lock(key.0[0] as usize)?;
+        let _g = self.lock(key.shard())?;
         let cur = self.read(key, "destroy")?;
         let was = self.remove(key, "destroy")?;
         if let Read::Found(Record { user: Some(u), .. }) = &cur {
@@ -715,7 +709,7 @@ impl Inner {
     fn scan(&self, cursor: Option<&str>, limit: usize, now: Millis) -> Result<Page> {
         let after = super::key_cursor(cursor)?;
         let limit = limit.max(1);
-        let start = after.map(|k| k.0[0] as usize).unwrap_or(0);
+        let start = after.map(|k| k.shard()).unwrap_or(0);
         let mut records = Vec::new();
         let mut last = None;
         'shards: for shard in start..SHARDS {
@@ -738,7 +732,7 @@ impl Inner {
 
     /// Drops the link (user, key) if the record no longer names `user`, under the shard lock.
     fn prune_link(&self, user: &str, key: &Key) -> Result<()> {
-        let _g = self.lock(key.0[0] as usize)?;
+        let _g = self.lock(key.shard())?;
         let still = self
             .read(key, "sessions_of")?
             .record()
@@ -768,7 +762,7 @@ impl Inner {
     fn destroy_user(&self, user: &str) -> Result<u64> {
         let mut n = 0;
         for (key, _) in Self::keys_in(&self.user_dir(user), "destroy_user")? {
-            let _g = self.lock(key.0[0] as usize)?;
+            let _g = self.lock(key.shard())?;
             if let Read::Found(r) = self.read(&key, "destroy_user")? {
                 if r.user.as_deref() == Some(user) && self.remove(&key, "destroy_user")? {
                     n += 1;
@@ -943,11 +937,11 @@ impl Store for FileStore {
 /// file time that says "live".
 #[cfg(feature = "testkit")]
 #[async_trait]
-impl crate::testkit::RawAccess for FileStore {
+impl super::RawAccess for FileStore {
     async fn put_raw(&self, key: &Key, bytes: &[u8]) -> Result<()> {
         let (key, bytes) = (*key, bytes.to_vec());
         self.run("put_raw", move |s| {
-            let _g = s.lock(key.0[0] as usize)?;
+            let _g = s.lock(key.shard())?;
             s.write_bytes(&key, &bytes, MAX_MTIME, "put_raw")
         })
         .await
@@ -1096,7 +1090,7 @@ mod tests {
             use std::os::unix::fs::PermissionsExt;
             let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode(&store.inner.record_path(&a)), 0o600);
-            assert_eq!(mode(&store.inner.shard_dir(a.0[0] as usize)), 0o700);
+            assert_eq!(mode(&store.inner.shard_dir(a.shard())), 0o700);
             assert_eq!(mode(&root), 0o700);
         }
         // GC at 6_000 takes b (expired at 5_000) only, and its user link with it.

@@ -26,7 +26,7 @@ use crate::error::{Error, Result};
 use crate::id::Key;
 use crate::record::{Millis, Record};
 
-const SHARDS: usize = 256;
+const SHARDS: usize = Key::PARTS;
 const USER_SHARDS: usize = 64;
 /// Index entries a GC batch handles per hold of a shard's write lock.
 const GC_LOCK_SPAN: usize = 1024;
@@ -161,7 +161,7 @@ impl MemoryStore {
     }
 
     fn shard(&self, key: &Key) -> &RwLock<Shard> {
-        &self.shards[key.0[0] as usize]
+        &self.shards[key.shard()]
     }
 
     fn write(&self, key: &Key) -> RwLockWriteGuard<'_, Shard> {
@@ -271,9 +271,7 @@ fn move_record(
     target.put(*new, record.clone());
     let prev = old_shard.take(old).expect("checked above");
     if let Some(until) = grace_until {
-        let mut alias = Record::new(now, until, until);
-        alias.extra_mut().successor = Some(*new);
-        old_shard.put(*old, alias);
+        old_shard.put(*old, Record::alias(*new, now, until));
     }
     Ok(prev)
 }
@@ -417,48 +415,25 @@ impl Store for MemoryStore {
         record: &Record,
         grace_until: Option<Millis>,
     ) -> Result<()> {
-        let (a, b) = (old.0[0] as usize, new.0[0] as usize);
-        // Lock both shards (in index order, so two rotations cannot deadlock) to make the move
-        // one step: nobody sees both keys live or neither with data.
-        let mut low = self.shards[a.min(b)]
-            .write()
-            .unwrap_or_else(|e| e.into_inner());
-        let mut high = (a != b).then(|| {
-            self.shards[a.max(b)]
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-        });
-        let prev = match high.as_mut() {
-            None => move_record(
-                &mut low,
-                None,
-                old,
-                expected_version,
-                new,
-                record,
-                grace_until,
-            ),
-            Some(h) if a < b => move_record(
-                &mut low,
-                Some(h),
-                old,
-                expected_version,
-                new,
-                record,
-                grace_until,
-            ),
-            Some(h) => move_record(
-                h,
-                Some(&mut low),
-                old,
-                expected_version,
-                new,
-                record,
-                grace_until,
-            ),
-        }?;
-        drop(high);
-        drop(low);
+        // Both shards at once make the move one step: nobody sees both keys live or neither
+        // with data.
+        let (mut from, mut to) = super::shards::lock_two(old.shard(), new.shard(), |i| {
+            Ok::<_, std::convert::Infallible>(
+                self.shards[i].write().unwrap_or_else(|e| e.into_inner()),
+            )
+        })
+        .unwrap_or_else(|never| match never {});
+        let prev = move_record(
+            &mut from,
+            to.as_deref_mut(),
+            old,
+            expected_version,
+            new,
+            record,
+            grace_until,
+        )?;
+        drop(to);
+        drop(from);
         self.index_user(prev.user.as_deref(), old, false);
         self.index_user(record.user.as_deref(), new, true);
         Ok(())
@@ -538,7 +513,7 @@ impl Store for MemoryStore {
     async fn scan(&self, cursor: Option<&str>, limit: usize, now: Millis) -> Result<Page> {
         let after = super::key_cursor(cursor)?;
         let limit = limit.max(1);
-        let start = after.map(|k| k.0[0] as usize).unwrap_or(0);
+        let start = after.map(|k| k.shard()).unwrap_or(0);
         let mut records = Vec::new();
         for shard in &self.shards[start..] {
             let s = shard.read().unwrap_or_else(|e| e.into_inner());

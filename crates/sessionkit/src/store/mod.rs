@@ -15,6 +15,35 @@
 //! - `scan` pages through live records with an opaque cursor.
 //! - The user index (`sessions_of`, `destroy_user`) follows `create`/`save`/`rotate`/`destroy`.
 //! - Corrupt records are logged and read as absent.
+//!
+//! Beside the trait live the helpers every store and tool shares: [`scan_all`] and
+//! [`ScanPages`] (a whole scan), [`redact_url`] (store URLs in messages), [`key_cursor`] (scan
+//! cursors in key order) and, with the `testkit` feature, [`RawAccess`] (the raw-bytes test
+//! hook).
+//!
+//! # Adding a store
+//!
+//! 1. **The code**: `store/NAME.rs`, or `store/NAME/mod.rs` with helper files beside it once it
+//!    grows (see `redis/` and `sqlite/`). Implement [`Store`]; build rotation aliases with
+//!    [`Record::alias`]; if the store partitions keys, pick the partition with [`Key::shard`] (and
+//!    take two shard locks with `shards::lock_two`, in index order, never by hand); parse the URL
+//!    into [`Error::BadUrl`] (via [`Error::bad_url`], which redacts the password) for anything
+//!    wrong with the URL itself. A store that keeps bytes at rest also implements [`RawAccess`]
+//!    behind `#[cfg(feature = "testkit")]`.
+//! 2. **The cargo feature**: add one to `crates/sessionkit/Cargo.toml` that enables the driver
+//!    (an optional dependency), with a comment naming the URL schemes. Declare the module here as
+//!    `#[cfg(feature = "NAME")] pub mod NAME;` and re-export the store type below next to the
+//!    others.
+//! 3. **The URL scheme**: add it to [`SCHEMES`] (with the feature it needs) and to the `match` in
+//!    [`open`], together with the `#[cfg(not(feature = "NAME"))]` arm that answers with a
+//!    [`Error::BadUrl`] naming the missing feature. The CLI then knows the store with no change
+//!    of its own.
+//! 4. **The conformance suite**: add `crates/sessionkit/tests/conformance_NAME.rs` with
+//!    [`conformance_tests!`](crate::conformance_tests) and a factory that gives each test a
+//!    fresh, isolated store (a new directory, key prefix or schema), wrapped in a
+//!    [`testkit::Fixture`](crate::testkit::Fixture) with `with_raw` so the corrupt-record test
+//!    runs too. A new contract test goes into the list in `testkit/mod.rs` (written once) and
+//!    then runs on every store.
 
 use std::fmt;
 use std::sync::Arc;
@@ -30,18 +59,29 @@ pub mod file;
 pub mod memory;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(feature = "testkit")]
+mod raw;
 #[cfg(feature = "redis")]
 pub mod redis;
+mod scan;
+mod shards;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
-#[cfg(any(feature = "redis", feature = "postgres"))]
 mod url;
 
 #[cfg(feature = "file")]
 pub use file::FileStore;
 pub use memory::MemoryStore;
+#[cfg(feature = "postgres")]
+pub use postgres::PostgresStore;
+#[cfg(feature = "testkit")]
+pub use raw::RawAccess;
+#[cfg(feature = "redis")]
+pub use redis::RedisStore;
+pub use scan::{scan_all, ScanPages};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
+pub use url::redact_url;
 
 /// One page of [`Store::scan`].
 #[derive(Debug, Default)]
@@ -178,32 +218,39 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
         #[cfg(feature = "postgres")]
         "postgres" | "postgresql" => Ok(Arc::new(postgres::PostgresStore::open(url).await?)),
         #[cfg(not(feature = "redis"))]
-        "redis" | "redis+cluster" | "rediss" | "rediss+cluster" => Err(Error::Config(format!(
-            "store URL {url:?} needs the cargo feature `redis` of sessionkit"
-        ))),
+        "redis" | "redis+cluster" | "rediss" | "rediss+cluster" => Err(Error::bad_url(
+            url,
+            "needs the cargo feature `redis` of sessionkit",
+        )),
         #[cfg(not(feature = "postgres"))]
-        "postgres" | "postgresql" => Err(Error::Config(format!(
-            "store URL {url:?} needs the cargo feature `postgres` of sessionkit"
-        ))),
+        "postgres" | "postgresql" => Err(Error::bad_url(
+            url,
+            "needs the cargo feature `postgres` of sessionkit",
+        )),
         #[cfg(feature = "sqlite")]
         "sqlite" => Ok(Arc::new(SqliteStore::open(url).await?)),
         #[cfg(feature = "file")]
         "file" => Ok(Arc::new(FileStore::open(url).await?)),
         #[cfg(not(feature = "sqlite"))]
-        "sqlite" => Err(Error::Config(format!(
-            "store URL {url:?} needs the cargo feature `sqlite` of sessionkit"
-        ))),
+        "sqlite" => Err(Error::bad_url(
+            url,
+            "needs the cargo feature `sqlite` of sessionkit",
+        )),
         #[cfg(not(feature = "file"))]
-        "file" => Err(Error::Config(format!(
-            "store URL {url:?} needs the cargo feature `file` of sessionkit"
-        ))),
-        _ => Err(Error::Config(format!(
-            "unknown store URL {url:?}; known schemes: {}",
-            SCHEMES
-                .iter()
-                .map(|(s, f)| format!("{s} {f}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))),
+        "file" => Err(Error::bad_url(
+            url,
+            "needs the cargo feature `file` of sessionkit",
+        )),
+        _ => Err(Error::bad_url(
+            url,
+            format!(
+                "unknown store URL scheme; known schemes: {}",
+                SCHEMES
+                    .iter()
+                    .map(|(s, f)| format!("{s} {f}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )),
     }
 }

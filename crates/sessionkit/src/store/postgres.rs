@@ -227,6 +227,13 @@ impl PostgresStore {
 
     /// Like [`PostgresStore::open`] with explicit options; `?schema=`/`?table=` in the URL win.
     pub async fn open_with(url: &str, mut options: PostgresOptions) -> Result<Self> {
+        let given = url;
+        // The TLS settings are read from URL parameters (sslmode, sslrootcert and the file it
+        // names), so what goes wrong there is the URL's.
+        let url_error = |e: Error| match e {
+            Error::Config(reason) => Error::bad_url(given, reason),
+            e => e,
+        };
         // sslmode is sessionkit's to read: tokio-postgres knows no verify-ca or verify-full.
         let (url, params) =
             super::url::take_params(url, &["schema", "table", "sslmode", "sslrootcert"]);
@@ -238,21 +245,23 @@ impl PostgresStore {
         if let Some(t) = table {
             options.table = t;
         }
-        let tls = tls::Tls::from_params(sslmode.as_deref(), sslrootcert)?;
+        let tls = tls::Tls::from_params(sslmode.as_deref(), sslrootcert).map_err(url_error)?;
         check_ident("schema", &options.schema)?;
         check_ident("table", &options.table)?;
         let mut pg = tokio_postgres::Config::from_str(&url)
-            .map_err(|e| Error::Config(format!("postgres URL: {e}")))?;
+            .map_err(|e| Error::bad_url(given, format!("postgres URL: {e}")))?;
         pg.connect_timeout(options.connect_timeout);
         if pg.get_application_name().is_none() {
             pg.application_name("sessionkit");
         }
-        let manager = tls.manager(
-            pg,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        )?;
+        let manager = tls
+            .manager(
+                pg,
+                ManagerConfig {
+                    recycling_method: RecyclingMethod::Fast,
+                },
+            )
+            .map_err(url_error)?;
         let pool = Pool::builder(manager)
             .max_size(options.pool_size.max(1))
             .wait_timeout(Some(options.connect_timeout))
@@ -355,23 +364,6 @@ impl PostgresStore {
         tx.commit().await.map_err(backend("migrate"))
     }
 
-    /// Writes `bytes` as the payload of `key` with every other column saying "live" (far-off
-    /// deadlines, no user): the conformance suite's hook for planting corrupt records.
-    #[cfg(feature = "testkit")]
-    pub async fn put_raw(&self, key: &Key, bytes: &[u8]) -> Result<()> {
-        let now = crate::record::now_millis();
-        let far = now + 3_600_000;
-        let sql = format!(
-            "INSERT INTO {t} ({COLUMNS}) VALUES ($1, 1, $2, $3, $2, $3, NULL, false, $4) \
-             ON CONFLICT (key) DO UPDATE SET version = 1, expires_at = $2, last_access = $3, \
-             absolute_expires_at = $2, created = $3, user_name = NULL, alias = false, payload = $4",
-            t = self.sql.table
-        );
-        self.exec("put_raw", &sql, &[&&key.0[..], &far, &now, &bytes])
-            .await
-            .map(drop)
-    }
-
     /// Runs one statement and returns the number of rows it changed.
     async fn exec(
         &self,
@@ -420,6 +412,26 @@ impl PostgresStore {
                 Self::decode(&key, row, 1).map(|r| (key, r))
             })
             .collect()
+    }
+}
+
+/// Writes `bytes` as the payload of `key` with every other column saying "live" (far-off
+/// deadlines, no user): the conformance suite's hook for planting corrupt records.
+#[cfg(feature = "testkit")]
+#[async_trait]
+impl super::RawAccess for PostgresStore {
+    async fn put_raw(&self, key: &Key, bytes: &[u8]) -> Result<()> {
+        let now = crate::record::now_millis();
+        let far = now + 3_600_000;
+        let sql = format!(
+            "INSERT INTO {t} ({COLUMNS}) VALUES ($1, 1, $2, $3, $2, $3, NULL, false, $4) \
+             ON CONFLICT (key) DO UPDATE SET version = 1, expires_at = $2, last_access = $3, \
+             absolute_expires_at = $2, created = $3, user_name = NULL, alias = false, payload = $4",
+            t = self.sql.table
+        );
+        self.exec("put_raw", &sql, &[&&key.0[..], &far, &now, &bytes])
+            .await
+            .map(drop)
     }
 }
 
@@ -525,9 +537,7 @@ impl Store for PostgresStore {
                 tx.execute(&stmt, &[&&old.0[..], &expected, &now]).await
             }
             Some(until) => {
-                let mut alias = Record::new(now, until, until);
-                alias.extra_mut().successor = Some(*new);
-                let payload = alias.encode(old);
+                let payload = Record::alias(*new, now, until).encode(old);
                 let stmt = tx
                     .prepare_cached(&self.sql.make_alias)
                     .await

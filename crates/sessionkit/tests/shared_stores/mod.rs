@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use http::header::COOKIE;
 use http::{HeaderMap, HeaderValue};
+use sessionkit::store::ScanPages;
 use sessionkit::{now_millis, Config, Error, Key, Manager, Record, SessionId, Store};
 
 /// True when a missing service must fail the test instead of skipping it.
@@ -276,22 +277,17 @@ pub async fn listing_and_gc(s: &dyn Store) {
 
     for page_size in [1usize, 7, 57, 100] {
         let mut seen = HashSet::new();
-        let mut cursor: Option<String> = None;
+        let mut scan = ScanPages::new(s, page_size);
         let mut pages = 0;
-        loop {
-            let page = s.scan(cursor.as_deref(), page_size, now).await.unwrap();
-            assert!(page.records.len() <= page_size);
-            for (k, r) in page.records {
+        while let Some(page) = scan.next(now).await.unwrap() {
+            assert!(page.len() <= page_size);
+            for (k, r) in page {
                 assert!(r.successor().is_none(), "scan returned an alias");
                 assert!(!r.is_expired(now));
                 assert!(seen.insert(k), "scan returned a record twice");
             }
             pages += 1;
             assert!(pages <= 200, "scan does not end");
-            match page.next {
-                Some(c) => cursor = Some(c),
-                None => break,
-            }
         }
         assert_eq!(seen, live, "page size {page_size}");
     }

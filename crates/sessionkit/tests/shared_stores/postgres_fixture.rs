@@ -4,20 +4,9 @@
 use std::sync::Arc;
 
 use sessionkit::store::postgres::PostgresStore;
-use sessionkit::testkit::{async_trait, Fixture, RawAccess};
-use sessionkit::Key;
+use sessionkit::testkit::Fixture;
 
 use super::shared_stores::{required, token, with_param, DropSchema};
-
-#[derive(Debug)]
-struct Raw(Arc<PostgresStore>);
-
-#[async_trait]
-impl RawAccess for Raw {
-    async fn put_raw(&self, key: &Key, bytes: &[u8]) -> sessionkit::Result<()> {
-        self.0.put_raw(key, bytes).await
-    }
-}
 
 /// The fixture on the server of `url` (a fresh schema is added to it), or a skipped one (a
 /// failure when services are required).
@@ -26,9 +15,7 @@ pub async fn fixture(url: &str) -> Fixture {
     match PostgresStore::open(&with_param(url, "schema", &schema)).await {
         Ok(s) => {
             let s = Arc::new(s);
-            Fixture::new(s.clone())
-                .with_raw(Raw(s))
-                .keep(DropSchema(schema))
+            Fixture::new(s.clone()).with_raw(s).keep(DropSchema(schema))
         }
         Err(e) if required() => {
             panic!("postgres is required (SESSIONKIT_REQUIRE_SERVICES=1) but unavailable: {e}")

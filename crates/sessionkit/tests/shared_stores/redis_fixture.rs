@@ -4,20 +4,9 @@
 use std::sync::Arc;
 
 use sessionkit::store::redis::RedisStore;
-use sessionkit::testkit::{async_trait, Fixture, RawAccess};
-use sessionkit::Key;
+use sessionkit::testkit::Fixture;
 
 use super::shared_stores::{required, token};
-
-#[derive(Debug)]
-struct Raw(Arc<RedisStore>);
-
-#[async_trait]
-impl RawAccess for Raw {
-    async fn put_raw(&self, key: &Key, bytes: &[u8]) -> sessionkit::Result<()> {
-        self.0.put_raw(key, bytes).await
-    }
-}
 
 /// Deletes the test's keys on drop, on a runtime of its own (the test's runtime is ending).
 struct Purge {
@@ -54,7 +43,7 @@ pub async fn fixture(url: Option<String>, what: &str) -> Fixture {
             let s = Arc::new(s);
             Fixture::new(s.clone())
                 .self_expiring(true)
-                .with_raw(Raw(s))
+                .with_raw(s)
                 .keep(Purge { url, prefix })
         }
         Err(e) => absent(what, &e.to_string()),

@@ -18,6 +18,7 @@ pub(super) type Certificates = Option<std::convert::Infallible>;
 /// `tls` is false) unless the URL named a CA bundle or a client certificate.
 #[cfg(feature = "redis-tls")]
 pub(super) fn certificates(
+    url: &str,
     tls: bool,
     ca: Option<String>,
     cert: Option<String>,
@@ -25,9 +26,9 @@ pub(super) fn certificates(
 ) -> Result<Certificates> {
     if !tls {
         if ca.is_some() || cert.is_some() || key.is_some() {
-            return Err(Error::Config(
-                "redis URL: ca, cert and key need a TLS URL (rediss:// or rediss+cluster://)"
-                    .into(),
+            return Err(Error::bad_url(
+                url,
+                "redis URL: ca, cert and key need a TLS URL (rediss:// or rediss+cluster://)",
             ));
         }
         return Ok(None);
@@ -36,8 +37,12 @@ pub(super) fn certificates(
     // crate of the application may enable aws-lc-rs); install ring unless one is already set.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let read = |what: &str, path: &str| {
-        std::fs::read(path)
-            .map_err(|e| Error::Config(format!("redis URL: cannot read {what} file {path:?}: {e}")))
+        std::fs::read(path).map_err(|e| {
+            Error::bad_url(
+                url,
+                format!("redis URL: cannot read {what} file {path:?}: {e}"),
+            )
+        })
     };
     let client_tls = match (cert, key) {
         (Some(c), Some(k)) => Some(redis::ClientTlsConfig {
@@ -46,8 +51,9 @@ pub(super) fn certificates(
         }),
         (None, None) => None,
         _ => {
-            return Err(Error::Config(
-                "redis URL: cert and key go together (a client certificate and its key)".into(),
+            return Err(Error::bad_url(
+                url,
+                "redis URL: cert and key go together (a client certificate and its key)",
             ))
         }
     };
@@ -63,14 +69,16 @@ pub(super) fn certificates(
 
 #[cfg(not(feature = "redis-tls"))]
 pub(super) fn certificates(
+    url: &str,
     tls: bool,
     ca: Option<String>,
     cert: Option<String>,
     key: Option<String>,
 ) -> Result<Certificates> {
     if tls || ca.is_some() || cert.is_some() || key.is_some() {
-        return Err(Error::Config(
-            "redis TLS (rediss://, ca, cert, key) needs sessionkit's `redis-tls` feature".into(),
+        return Err(Error::bad_url(
+            url,
+            "redis TLS (rediss://, ca, cert, key) needs sessionkit's `redis-tls` feature",
         ));
     }
     Ok(None)
@@ -107,15 +115,23 @@ mod tests {
 
     fn config_error(r: Result<Certificates>) -> String {
         match r {
-            Err(Error::Config(m)) => m,
-            other => panic!("expected a config error, got {other:?}"),
+            Err(Error::BadUrl { reason, .. }) => reason,
+            other => panic!("expected a bad-URL error, got {other:?}"),
         }
     }
 
     #[test]
     fn plain_urls_take_no_tls_parameters() {
-        assert!(certificates(false, None, None, None).unwrap().is_none());
-        let m = config_error(certificates(false, Some("ca.pem".into()), None, None));
+        assert!(certificates("redis://h", false, None, None, None)
+            .unwrap()
+            .is_none());
+        let m = config_error(certificates(
+            "redis://h",
+            false,
+            Some("ca.pem".into()),
+            None,
+            None,
+        ));
         assert!(m.contains("rediss://"), "{m}");
     }
 
@@ -123,7 +139,7 @@ mod tests {
     #[cfg(not(feature = "redis-tls"))]
     #[test]
     fn tls_urls_need_the_feature() {
-        let m = config_error(certificates(true, None, None, None));
+        let m = config_error(certificates("rediss://h", true, None, None, None));
         assert!(m.contains("redis-tls"), "{m}");
     }
 }

@@ -49,16 +49,21 @@
 //! entry) and to `destroy` (one `ZREM`); `touch` never touches the index, its score being the
 //! absolute deadline. `len` and `gc` query the 256 buckets concurrently (the multiplexed
 //! connections pipeline them: about one round trip per server); `scan` reads bucket by bucket.
+//!
+//! # Files
+//!
+//! This file holds the [`Store`] implementation and the key layout; `conn.rs` the connections
+//! (standalone pool or Cluster), command plumbing and reply parsing; `scripts.rs` the Lua scripts
+//! (one `.lua` file each beside it) and their arguments; `tls.rs` the `rediss://` settings.
+//! This file stays over 700 lines on purpose: the `Store` calls and the key layout they all
+//! build on (bucket, record and index names, the record read) read best side by side.
 
 use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::future::join_all;
-use redis::aio::ConnectionManager;
-use redis::cluster::ClusterClientBuilder;
-use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, ErrorKind, RedisError, ServerErrorKind, Value};
+use redis::{Cmd, Value};
 use sha2::{Digest, Sha256};
 
 use super::{Page, Store};
@@ -66,6 +71,11 @@ use crate::error::{Error, Result};
 use crate::id::Key;
 use crate::record::{Millis, Record};
 
+use conn::{as_bytes, as_i64, as_int, as_string, parse_scan, status_user, Conn};
+use scripts::{alias_record, expire_arg, record_args, scripts, Scripts};
+
+mod conn;
+mod scripts;
 mod tls;
 
 const KIND: &str = "redis";
@@ -110,23 +120,6 @@ impl Default for RedisOptions {
     }
 }
 
-enum Conn {
-    /// Connections to one server and the turn counter that spreads calls over them.
-    Single(Vec<ConnectionManager>, std::sync::atomic::AtomicUsize),
-    Cluster(ClusterConnection),
-}
-
-impl Conn {
-    /// The standalone connection for the next call.
-    fn next(
-        pool: &[ConnectionManager],
-        turn: &std::sync::atomic::AtomicUsize,
-    ) -> ConnectionManager {
-        let i = turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % pool.len();
-        pool[i].clone()
-    }
-}
-
 /// Session store on Redis or a Redis Cluster. See the module documentation for the layout.
 ///
 /// ```no_run
@@ -163,10 +156,6 @@ fn check_prefix(prefix: &str) -> Result<()> {
         )));
     }
     Ok(())
-}
-
-fn backend(op: &'static str) -> impl FnOnce(RedisError) -> Error {
-    move |e| Error::backend(KIND, op, e)
 }
 
 impl RedisStore {
@@ -215,9 +204,12 @@ impl RedisStore {
                 .ok()
                 .filter(|n| *n <= 64)
                 .ok_or_else(|| {
-                    Error::Config(format!(
-                        "redis URL: wait_replicas must be a number from 0 to 64, got {n:?}"
-                    ))
+                    Error::bad_url(
+                        &url,
+                        format!(
+                            "redis URL: wait_replicas must be a number from 0 to 64, got {n:?}"
+                        ),
+                    )
                 })?,
             None => options.wait_replicas,
         };
@@ -231,13 +223,14 @@ impl RedisStore {
                 .ok()
                 .filter(|n| (1..=64).contains(n))
                 .ok_or_else(|| {
-                    Error::Config(format!(
-                        "redis URL: connections must be a number from 1 to 64, got {n:?}"
-                    ))
+                    Error::bad_url(
+                        &url,
+                        format!("redis URL: connections must be a number from 1 to 64, got {n:?}"),
+                    )
                 })?,
             None => options.connections.clamp(1, 64),
         };
-        let prefix = prefix.unwrap_or(options.prefix);
+        let prefix = prefix.unwrap_or_else(|| options.prefix.clone());
         check_prefix(&prefix)?;
         let (scheme, rest) = url.split_once("://").unwrap_or(("", ""));
         let (tls, cluster) = match scheme {
@@ -246,50 +239,15 @@ impl RedisStore {
             "redis+cluster" => (false, true),
             "rediss+cluster" => (true, true),
             _ => {
-                return Err(Error::Config(format!(
-                    "not a redis URL: {url:?} (expected redis://, rediss://, redis+cluster:// or \
-                     rediss+cluster://)"
-                )))
+                return Err(Error::bad_url(
+                    &url,
+                    "not a redis URL (expected redis://, rediss://, redis+cluster:// or \
+                     rediss+cluster://)",
+                ))
             }
         };
-        let certs = tls::certificates(tls, ca, cert, key)?;
-        let conn = if cluster {
-            let node_scheme = if tls { "rediss" } else { "redis" };
-            let builder = ClusterClientBuilder::new(cluster_nodes(node_scheme, rest)?)
-                .connection_timeout(options.connect_timeout)
-                .response_timeout(options.response_timeout)
-                .retries(2)
-                .min_retry_wait(20)
-                .max_retry_wait(200);
-            let client = tls::cluster_certs(builder, certs)
-                .build()
-                .map_err(|e| Error::Config(format!("redis cluster URL {url:?}: {e}")))?;
-            let c = client
-                .get_async_connection()
-                .await
-                .map_err(backend("connect"))?;
-            Conn::Cluster(c)
-        } else {
-            let client = tls::client(&url, certs)
-                .map_err(|e| Error::Config(format!("redis URL {url:?}: {e}")))?;
-            let config = redis::aio::ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(options.connect_timeout))
-                .set_response_timeout(Some(options.response_timeout))
-                // Few, quick reconnection attempts: while the server is down, calls should fail
-                // fast (the next call triggers a fresh attempt) rather than queue up.
-                .set_number_of_retries(1)
-                .set_min_delay(Duration::from_millis(20))
-                .set_max_delay(Duration::from_millis(200));
-            let mut pool = Vec::with_capacity(connections);
-            for _ in 0..connections {
-                pool.push(
-                    ConnectionManager::new_with_config(client.clone(), config.clone())
-                        .await
-                        .map_err(backend("connect"))?,
-                );
-            }
-            Conn::Single(pool, Default::default())
-        };
+        let certs = tls::certificates(&url, tls, ca, cert, key)?;
+        let conn = conn::connect(&url, rest, tls, cluster, certs, &options, connections).await?;
         Ok(Self {
             conn,
             prefix,
@@ -348,166 +306,8 @@ impl RedisStore {
         Ok(n)
     }
 
-    /// Writes `bytes` as the payload of `key` with every other field saying "live" (far-off
-    /// deadlines, indexed, no user): the conformance suite's hook for planting corrupt records.
-    #[cfg(feature = "testkit")]
-    pub async fn put_raw(&self, key: &Key, bytes: &[u8]) -> Result<()> {
-        let far: Millis = crate::record::now_millis() + 3_600_000;
-        let [rec, x, k] = self.keys3(key);
-        let member = key.to_hex();
-        let mut cmds = Vec::new();
-        let mut c = redis::cmd("DEL");
-        c.arg(&rec);
-        cmds.push(c);
-        let mut c = redis::cmd("HSET");
-        c.arg(&rec)
-            .arg("v")
-            .arg(1)
-            .arg("e")
-            .arg(far)
-            .arg("l")
-            .arg(far - 3_600_000)
-            .arg("b")
-            .arg(far)
-            .arg("d")
-            .arg(bytes);
-        cmds.push(c);
-        let mut c = redis::cmd("PEXPIREAT");
-        c.arg(&rec).arg(far);
-        cmds.push(c);
-        let mut c = redis::cmd("ZADD");
-        c.arg(&x).arg(far).arg(&member);
-        cmds.push(c);
-        let mut c = redis::cmd("ZADD");
-        c.arg(&k).arg(0).arg(&member);
-        cmds.push(c);
-        for c in cmds {
-            self.query(&c, "put_raw").await?;
-        }
-        Ok(())
-    }
-
-    async fn masters(&self) -> Result<Vec<(String, u16)>> {
-        let v = self
-            .query(redis::cmd("CLUSTER").arg("SLOTS"), "purge")
-            .await?;
-        let mut out = Vec::new();
-        if let Value::Array(ranges) = v {
-            for r in ranges {
-                if let Value::Array(parts) = r {
-                    if let Some(Value::Array(node)) = parts.get(2) {
-                        if let (Some(h), Some(Value::Int(p))) = (node.first(), node.get(1)) {
-                            let host = as_string(h.clone()).unwrap_or_default();
-                            let a = (host, *p as u16);
-                            if !out.contains(&a) {
-                                out.push(a);
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    async fn query_at(
-        &self,
-        cmd: &Cmd,
-        node: Option<&(String, u16)>,
-        op: &'static str,
-    ) -> Result<Value> {
-        match (&self.conn, node) {
-            (Conn::Cluster(c), Some((host, port))) => {
-                use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
-                let mut c = c.clone();
-                c.route_command(
-                    cmd.clone(),
-                    RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
-                        host: host.clone(),
-                        port: *port,
-                    }),
-                )
-                .await
-                .map_err(backend(op))
-            }
-            _ => self.query(cmd, op).await,
-        }
-    }
-
-    async fn query(&self, cmd: &Cmd, op: &'static str) -> Result<Value> {
-        let r = match &self.conn {
-            Conn::Single(pool, turn) => cmd.query_async::<Value>(&mut Conn::next(pool, turn)).await,
-            Conn::Cluster(c) => cmd.query_async::<Value>(&mut c.clone()).await,
-        };
-        r.map_err(backend(op))
-    }
-
-    /// Runs a script by hash, loading it first if the server lost it (e.g. after a restart).
-    async fn eval(
-        &self,
-        script: &Script,
-        keys: &[String],
-        args: &[Vec<u8>],
-        op: &'static str,
-    ) -> Result<Value> {
-        let build = |verb: &str, body: &str| {
-            let mut c = redis::cmd(verb);
-            c.arg(body).arg(keys.len()).arg(keys).arg(args);
-            c
-        };
-        // Every script writes. The fallback and the WAIT go on the connection that ran it:
-        // WAIT counts the replication of that connection's own writes.
-        let (mut single, mut cluster) = match &self.conn {
-            Conn::Single(pool, turn) => (Some(Conn::next(pool, turn)), None),
-            Conn::Cluster(c) => (None, Some(c.clone())),
-        };
-        let mut run = async |cmd: Cmd| match (&mut single, &mut cluster) {
-            (Some(c), _) => cmd.query_async::<Value>(c).await,
-            (_, Some(c)) => cmd.query_async::<Value>(c).await,
-            _ => unreachable!("one connection"),
-        };
-        let value = match run(build("EVALSHA", &script.sha)).await {
-            Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                run(build("EVAL", &script.code)).await
-            }
-            r => r,
-        }
-        .map_err(backend(op))?;
-        let Some((replicas, ms)) = self.wait else {
-            return Ok(value);
-        };
-        let mut wait = redis::cmd("WAIT");
-        wait.arg(replicas).arg(ms);
-        let acked = match (&mut single, &mut cluster) {
-            (Some(c), _) => wait.query_async::<Value>(c).await,
-            (_, Some(c)) => {
-                use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
-                let route = Route::with_key(keys[0].as_bytes(), SlotAddr::Master);
-                c.route_command(
-                    wait,
-                    RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route)),
-                )
-                .await
-            }
-            _ => unreachable!("one connection"),
-        }
-        .map_err(backend(op))?;
-        let acked = as_int(acked).max(0) as usize;
-        if acked < replicas {
-            return Err(Error::backend(
-                KIND,
-                op,
-                format!(
-                    "written on the master, but {acked} of the {replicas} replicas required \
-                     (wait_replicas) acknowledged it within {ms} ms"
-                ),
-            ));
-        }
-        Ok(value)
-    }
-
     fn bucket(&self, key: &Key) -> String {
-        format!("{}{{{:02x}}}", self.prefix, key.0[0])
+        format!("{}{{{:02x}}}", self.prefix, key.shard())
     }
 
     fn rec_key(&self, key: &Key) -> String {
@@ -579,13 +379,6 @@ impl RedisStore {
         self.query(&cmd, "index").await.map(drop)
     }
 
-    /// Runs independent commands concurrently (the connections multiplex them, so this costs
-    /// about one round trip per server involved).
-    async fn many(&self, cmds: Vec<Cmd>, op: &'static str) -> Result<Vec<Value>> {
-        let futs = cmds.iter().map(|c| self.query(c, op));
-        join_all(futs).await.into_iter().collect()
-    }
-
     /// Reads one record (HMGET); `Ok(None)` if absent, expired at `now` or corrupt.
     fn read_record(key: &Key, v: Value, now: Millis) -> Option<(Record, bool, Option<String>)> {
         let Value::Array(f) = v else { return None };
@@ -623,25 +416,6 @@ impl RedisStore {
     }
 }
 
-fn cluster_nodes(scheme: &str, rest: &str) -> Result<Vec<String>> {
-    let authority = rest.split(['/', '?']).next().unwrap_or("");
-    let (userinfo, hosts) = match authority.rsplit_once('@') {
-        Some((u, h)) => (format!("{u}@"), h),
-        None => (String::new(), authority),
-    };
-    let nodes: Vec<String> = hosts
-        .split(',')
-        .filter(|h| !h.is_empty())
-        .map(|h| format!("{scheme}://{userinfo}{h}"))
-        .collect();
-    if nodes.is_empty() {
-        return Err(Error::Config(
-            "redis cluster URL names no node (expected redis+cluster://host:port,host:port)".into(),
-        ));
-    }
-    Ok(nodes)
-}
-
 fn glob_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
@@ -653,300 +427,53 @@ fn glob_escape(s: &str) -> String {
     out
 }
 
-fn as_bytes(v: Value) -> Option<Vec<u8>> {
-    match v {
-        Value::BulkString(b) => Some(b),
-        Value::SimpleString(s) => Some(s.into_bytes()),
-        Value::Int(i) => Some(i.to_string().into_bytes()),
-        _ => None,
-    }
-}
-
-fn as_string(v: Value) -> Option<String> {
-    as_bytes(v).and_then(|b| String::from_utf8(b).ok())
-}
-
-fn as_i64(v: Value) -> Option<i64> {
-    match v {
-        Value::Int(i) => Some(i),
-        v => as_string(v)?.parse().ok(),
-    }
-}
-
-fn as_int(v: Value) -> i64 {
-    as_i64(v).unwrap_or(0)
-}
-
-/// A script reply `{status, user}`.
-fn status_user(v: Value, op: &'static str) -> Result<(i64, Option<String>)> {
-    match v {
-        Value::Array(a) => {
-            let mut a = a.into_iter();
-            let status = a.next().and_then(as_i64).ok_or_else(|| bad_reply(op))?;
-            Ok((status, a.next().and_then(as_string)))
-        }
-        Value::Int(i) => Ok((i, None)),
-        _ => Err(bad_reply(op)),
-    }
-}
-
-fn bad_reply(op: &'static str) -> Error {
-    Error::backend(KIND, op, "unexpected reply from redis")
-}
-
-fn parse_scan(v: Value) -> Result<(u64, Vec<Vec<u8>>)> {
-    let Value::Array(a) = v else {
-        return Err(bad_reply("scan"));
-    };
-    let mut a = a.into_iter();
-    let next = a.next().and_then(as_i64).ok_or_else(|| bad_reply("scan"))? as u64;
-    let keys = match a.next() {
-        Some(Value::Array(k)) => k.into_iter().filter_map(as_bytes).collect(),
-        _ => Vec::new(),
-    };
-    Ok((next, keys))
-}
-
-/// The record fields as script arguments: v, e, l, b, has-user, user, d.
-fn record_args(key: &Key, r: &Record) -> Vec<Vec<u8>> {
-    vec![
-        r.version.to_string().into_bytes(),
-        r.expires_at.to_string().into_bytes(),
-        r.last_access.to_string().into_bytes(),
-        r.absolute_expires_at.to_string().into_bytes(),
-        if r.user.is_some() {
-            b"1".to_vec()
-        } else {
-            b"0".to_vec()
-        },
-        r.user.clone().unwrap_or_default().into_bytes(),
-        r.encode(key),
-    ]
-}
-
 /// A session's score in its user's index: the absolute deadline bounds the session's life; the
 /// max guards against a record whose `expires_at` was set past it.
 fn index_score(record: &Record) -> Millis {
     record.absolute_expires_at.max(record.expires_at)
 }
 
-/// A deadline as a `PEXPIREAT` argument: clamped to what Redis accepts, like the scripts'
-/// `pxat`, for the scripts that take it ready-made.
-fn expire_arg(at: Millis) -> Vec<u8> {
-    at.clamp(1, 1_000_000_000_000_000).to_string().into_bytes()
-}
-
-fn alias_record(old: &Key, new: &Key, now: Millis, until: Millis) -> Vec<u8> {
-    let mut alias = Record::new(now, until, until);
-    alias.extra_mut().successor = Some(*new);
-    alias.encode(old)
-}
-
-struct Script {
-    code: String,
-    sha: String,
-}
-
-impl Script {
-    /// A script with the shared helpers in front of `body`.
-    fn new(body: &str) -> Self {
-        Self::bare(&format!("{PRELUDE}\n{RETIRE_FN}\n{body}"))
-    }
-
-    /// A script of `code` alone. The hot scripts (save, touch) are written this way: defining
-    /// the helper closures and formatting numbers in Lua is a measurable share of a short
-    /// script's server time, which every request pays.
-    fn bare(code: &str) -> Self {
-        let code = code.to_owned();
-        let sha = redis::Script::new(&code).get_hash().to_owned();
-        Self { code, sha }
-    }
-}
-
-/// The scripts, hashed once per process.
-fn scripts() -> &'static Scripts {
-    static SCRIPTS: std::sync::OnceLock<Scripts> = std::sync::OnceLock::new();
-    SCRIPTS.get_or_init(Scripts::new)
-}
-
-struct Scripts {
-    create: Script,
-    save: Script,
-    touch: Script,
-    rotate: Script,
-    retire: Script,
-    destroy: Script,
-    destroy_if_user: Script,
-    gc_one: Script,
-    index_add: Script,
-}
-
-impl Scripts {
-    fn new() -> Self {
-        Self {
-            create: Script::new(CREATE),
-            save: Script::bare(SAVE),
-            touch: Script::bare(TOUCH),
-            rotate: Script::new(ROTATE),
-            retire: Script::new(RETIRE),
-            destroy: Script::new(DESTROY),
-            destroy_if_user: Script::new(DESTROY_IF_USER),
-            gc_one: Script::new(GC_ONE),
-            index_add: Script::new(INDEX_ADD),
+/// Writes `bytes` as the payload of `key` with every other field saying "live" (far-off
+/// deadlines, indexed, no user): the conformance suite's hook for planting corrupt records.
+#[cfg(feature = "testkit")]
+#[async_trait]
+impl super::RawAccess for RedisStore {
+    async fn put_raw(&self, key: &Key, bytes: &[u8]) -> Result<()> {
+        let far: Millis = crate::record::now_millis() + 3_600_000;
+        let [rec, x, k] = self.keys3(key);
+        let member = key.to_hex();
+        let mut cmds = Vec::new();
+        let mut c = redis::cmd("DEL");
+        c.arg(&rec);
+        cmds.push(c);
+        let mut c = redis::cmd("HSET");
+        c.arg(&rec)
+            .arg("v")
+            .arg(1)
+            .arg("e")
+            .arg(far)
+            .arg("l")
+            .arg(far - 3_600_000)
+            .arg("b")
+            .arg(far)
+            .arg("d")
+            .arg(bytes);
+        cmds.push(c);
+        let mut c = redis::cmd("PEXPIREAT");
+        c.arg(&rec).arg(far);
+        cmds.push(c);
+        let mut c = redis::cmd("ZADD");
+        c.arg(&x).arg(far).arg(&member);
+        cmds.push(c);
+        let mut c = redis::cmd("ZADD");
+        c.arg(&k).arg(0).arg(&member);
+        cmds.push(c);
+        for c in cmds {
+            self.query(&c, "put_raw").await?;
         }
+        Ok(())
     }
 }
-
-// Shared helpers. Times travel as decimal strings and are compared with tonumber (exact below
-// 2^53 ms); versions are compared as strings, so no precision is lost.
-const PRELUDE: &str = r#"
-local function pxat(e)
-  local n = tonumber(e)
-  if n < 1 then n = 1 elseif n > 1e15 then n = 1e15 end
-  return string.format('%.0f', n)
-end
-local function live(e, now)
-  return e and tonumber(e) > tonumber(now)
-end
--- Writes a record hash from ARGV[i..i+6] = v, e, l, b, has-user, user, d.
-local function put(k, i)
-  redis.call('DEL', k)
-  redis.call('HSET', k, 'v', ARGV[i], 'e', ARGV[i+1], 'l', ARGV[i+2], 'b', ARGV[i+3], 'd', ARGV[i+6])
-  if ARGV[i+4] == '1' then redis.call('HSET', k, 'u', ARGV[i+5]) end
-  redis.call('PEXPIREAT', k, pxat(ARGV[i+1]))
-end
-"#;
-
-// KEYS: rec, x, k. ARGV: member, now, record fields (3..9).
-const CREATE: &str = r#"
-if live(redis.call('HGET', KEYS[1], 'e'), ARGV[2]) then return {0} end
-put(KEYS[1], 3)
-redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
-redis.call('ZADD', KEYS[3], 0, ARGV[1])
-return {1}
-"#;
-
-// KEYS: rec, x, k[, user index]. ARGV: member, now, expected version, record fields (4..10),
-// the record's PEXPIREAT time (11, clamped by the caller)[, the user-index score (12) and its
-// PEXPIREAT time (13)]. The user index is passed only on a standalone server, where one script
-// may touch any key: there the index entry is written with the record, atomically, and a
-// signed-in session's save stays one round trip. (A cluster keeps the index in another slot
-// and writes it first, in a call of its own.)
-// The record is live and no alias, so its hash holds exactly v, e, l, b, d and maybe u, and
-// its key-order entry (k) exists since create: overwrite in place (no DEL and re-create) and
-// leave k alone. Self-contained (no prelude): this is the hot write.
-const SAVE: &str = r#"
-local cur = redis.call('HMGET', KEYS[1], 'v', 'e', 'a', 'u')
-if not cur[2] or tonumber(cur[2]) <= tonumber(ARGV[2]) or cur[3] or cur[1] ~= ARGV[3] then return {0} end
-if ARGV[8] == '1' then
-  redis.call('HSET', KEYS[1], 'v', ARGV[4], 'e', ARGV[5], 'l', ARGV[6], 'b', ARGV[7], 'd', ARGV[10], 'u', ARGV[9])
-else
-  redis.call('HSET', KEYS[1], 'v', ARGV[4], 'e', ARGV[5], 'l', ARGV[6], 'b', ARGV[7], 'd', ARGV[10])
-  if cur[4] then redis.call('HDEL', KEYS[1], 'u') end
-end
-redis.call('PEXPIREAT', KEYS[1], ARGV[11])
-if ARGV[5] ~= cur[2] then redis.call('ZADD', KEYS[2], ARGV[5], ARGV[1]) end
-if KEYS[4] then
-  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', ARGV[2])
-  redis.call('ZADD', KEYS[4], ARGV[12], ARGV[1])
-  if redis.call('PEXPIRETIME', KEYS[4]) < tonumber(ARGV[13]) then
-    redis.call('PEXPIREAT', KEYS[4], ARGV[13])
-  end
-end
-return {1, cur[4]}
-"#;
-
-// KEYS: rec, x. ARGV: member, now (last access), wanted expires_at (clamped by the caller).
-// Self-contained (no prelude): touches run on every request that only reads.
-const TOUCH: &str = r#"
-local cur = redis.call('HMGET', KEYS[1], 'e', 'b', 'a')
-if not cur[1] or tonumber(cur[1]) <= tonumber(ARGV[2]) then return 0 end
-local e = ARGV[3]
-if cur[2] and tonumber(cur[2]) < tonumber(e) then e = cur[2] end
-redis.call('HSET', KEYS[1], 'l', ARGV[2], 'e', e)
-redis.call('PEXPIREAT', KEYS[1], e)
-if not cur[3] then redis.call('ZADD', KEYS[2], e, ARGV[1]) end
-return 1
-"#;
-
-// Leaves the old key: deleted, or replaced by an alias until the grace deadline.
-// KEYS: old rec, old x, old k. Uses ARGV[g] = grace ('' for none), ARGV[g+1] = alias payload.
-const RETIRE_FN: &str = r#"
-local function retire(g, now)
-  redis.call('DEL', KEYS[1])
-  redis.call('ZREM', KEYS[2], ARGV[1])
-  redis.call('ZREM', KEYS[3], ARGV[1])
-  if ARGV[g] ~= '' then
-    redis.call('HSET', KEYS[1], 'v', '1', 'e', ARGV[g], 'l', now, 'b', ARGV[g], 'a', '1', 'd', ARGV[g+1])
-    redis.call('PEXPIREAT', KEYS[1], pxat(ARGV[g]))
-  end
-end
-"#;
-
-// KEYS: old rec, old x, old k, new rec, new x, new k.
-// ARGV: old member, new member, now, expected, record fields (5..11), grace (12), alias (13).
-// Returns {0} conflict, {2} new key taken, {1, old user} done.
-const ROTATE: &str = r#"
-local cur = redis.call('HMGET', KEYS[1], 'v', 'e', 'a', 'u')
-if not live(cur[2], ARGV[3]) or cur[3] or cur[1] ~= ARGV[4] then return {0} end
-if live(redis.call('HGET', KEYS[4], 'e'), ARGV[3]) then return {2} end
-put(KEYS[4], 5)
-redis.call('ZADD', KEYS[5], ARGV[6], ARGV[2])
-redis.call('ZADD', KEYS[6], 0, ARGV[2])
-retire(12, ARGV[3])
-return {1, cur[4]}
-"#;
-
-// The second step of a cross-slot rotation. KEYS: old rec, old x, old k.
-// ARGV: old member, now, expected, grace (4), alias (5).
-const RETIRE: &str = r#"
-local cur = redis.call('HMGET', KEYS[1], 'v', 'e', 'a', 'u')
-if not live(cur[2], ARGV[2]) or cur[3] or cur[1] ~= ARGV[3] then return {0} end
-retire(4, ARGV[2])
-return {1, cur[4]}
-"#;
-
-// KEYS: rec, x, k. ARGV: member.
-const DESTROY: &str = r#"
-local u = redis.call('HGET', KEYS[1], 'u')
-local n = redis.call('DEL', KEYS[1])
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('ZREM', KEYS[3], ARGV[1])
-return {n, u}
-"#;
-
-// KEYS: rec, x, k. ARGV: member, user.
-const DESTROY_IF_USER: &str = r#"
-if redis.call('HGET', KEYS[1], 'u') ~= ARGV[2] then return 0 end
-redis.call('DEL', KEYS[1])
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('ZREM', KEYS[3], ARGV[1])
-return 1
-"#;
-
-// KEYS: rec, x, k. ARGV: member, now. Returns {1, user} when the entry was dropped, {0} when
-// the record turned out to be live (its index score is corrected).
-const GC_ONE: &str = r#"
-local cur = redis.call('HMGET', KEYS[1], 'e', 'a', 'u')
-if live(cur[1], ARGV[2]) and not cur[2] then
-  redis.call('ZADD', KEYS[2], cur[1], ARGV[1])
-  return {0}
-end
-if cur[1] and not cur[2] then redis.call('DEL', KEYS[1]) end
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('ZREM', KEYS[3], ARGV[1])
-return {1, cur[3]}
-"#;
-
-// KEYS: user index. ARGV: member, absolute deadline, now.
-const INDEX_ADD: &str = r#"
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
-redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
-if redis.call('PEXPIRETIME', KEYS[1]) < tonumber(ARGV[2]) then
-  redis.call('PEXPIREAT', KEYS[1], pxat(ARGV[2]))
-end
-return 1
-"#;
 
 #[async_trait]
 impl Store for RedisStore {
@@ -1037,7 +564,7 @@ impl Store for RedisStore {
         let alias = grace_until
             .map(|g| alias_record(old, new, now, g))
             .unwrap_or_default();
-        let old_user = if !self.is_cluster() || old.0[0] == new.0[0] {
+        let old_user = if !self.is_cluster() || old.shard() == new.shard() {
             self.index_add(record.user.as_deref(), new, record).await?;
             let mut keys = self.keys3(old).to_vec();
             keys.extend(self.keys3(new));
@@ -1180,11 +707,11 @@ impl Store for RedisStore {
     async fn scan(&self, cursor: Option<&str>, limit: usize, now: Millis) -> Result<Page> {
         let mut after = super::key_cursor(cursor)?;
         let limit = limit.max(1);
-        let mut bucket = after.map(|k| k.0[0] as usize).unwrap_or(0);
+        let mut bucket = after.map(|k| k.shard()).unwrap_or(0);
         let mut records = Vec::new();
         while bucket < 256 && records.len() < limit {
             let (_, k) = self.bucket_keys(bucket as u8);
-            let min = match after.filter(|a| a.0[0] as usize == bucket) {
+            let min = match after.filter(|a| a.shard() == bucket) {
                 Some(a) => format!("({}", a.to_hex()),
                 None => "-".to_owned(),
             };
@@ -1311,18 +838,5 @@ mod tests {
         assert!(check_prefix("app:{x}").is_err());
         assert!(check_prefix("app: x").is_err());
         assert!(check_prefix("app:").is_ok());
-    }
-
-    #[test]
-    fn cluster_urls_split_into_nodes() {
-        assert_eq!(
-            cluster_nodes("redis", "a:1,b:2/?prefix=x").unwrap(),
-            vec!["redis://a:1", "redis://b:2"]
-        );
-        assert_eq!(
-            cluster_nodes("redis", ":pw@a:1,b:2").unwrap(),
-            vec!["redis://:pw@a:1", "redis://:pw@b:2"]
-        );
-        assert!(cluster_nodes("redis", "").is_err());
     }
 }

@@ -31,13 +31,19 @@
 //! URL: `sqlite://path.db` (relative to the working directory) or `sqlite:///abs/path.db`, with
 //! optional query parameters `synchronous=full|normal`, `pool=N` (connections, 1..=64, default 4)
 //! and `busy_timeout_ms=N` (default 5000).
+//!
+//! # Files
+//!
+//! This file holds the store itself (the pool, the reads and the [`Store`] calls); `schema.rs`
+//! the URL, opening a connection, the schema and its migrations; `writer.rs` the group-commit
+//! writer thread. This file is over 700 lines because its tests (corrupt and damaged files,
+//! index use) pin the reads and `Store` calls beside them.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use async_trait::async_trait;
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::Semaphore;
 
 use super::{IntegrityReport, Page, Store};
@@ -45,49 +51,14 @@ use crate::error::{Error, Result};
 use crate::id::Key;
 use crate::record::{Millis, Record};
 
+pub use schema::SCHEMA_VERSION;
+use schema::{create_private, open_connection, parse_url, prepare_schema, Options};
+use writer::{run_writer, WriteJob};
+
+mod schema;
+mod writer;
+
 const KIND: &str = "sqlite";
-
-/// `PRAGMA application_id` of a sessionkit database ("SKS1").
-const APPLICATION_ID: i32 = 0x534b_5331;
-
-/// The schema version this build writes. `MIGRATIONS[i]` takes a database from version `i` to
-/// `i + 1`.
-pub const SCHEMA_VERSION: i64 = 1;
-
-const MIGRATIONS: &[&str] = &[
-    // 0 -> 1: the initial schema.
-    "CREATE TABLE sessions (
-        key BLOB NOT NULL PRIMARY KEY,
-        version INTEGER NOT NULL,
-        created INTEGER NOT NULL,
-        last_access INTEGER NOT NULL,
-        expires_at INTEGER NOT NULL,
-        absolute_expires_at INTEGER NOT NULL,
-        user TEXT,
-        alias INTEGER NOT NULL DEFAULT 0,
-        payload BLOB NOT NULL
-    );
-    CREATE INDEX sessions_expires_at ON sessions (expires_at);
-    CREATE INDEX sessions_user ON sessions (user) WHERE user IS NOT NULL;",
-];
-
-/// Options parsed from the URL query.
-#[derive(Clone, Debug)]
-struct Options {
-    synchronous_full: bool,
-    pool: usize,
-    busy_timeout: Duration,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Self {
-            synchronous_full: true,
-            pool: 4,
-            busy_timeout: Duration::from_millis(5000),
-        }
-    }
-}
 
 /// A session store in an SQLite database file. See the module documentation for the layout.
 ///
@@ -147,185 +118,6 @@ impl std::fmt::Debug for SqliteStore {
 
 fn db(op: &'static str) -> impl FnOnce(rusqlite::Error) -> Error {
     move |e| Error::backend(KIND, op, e)
-}
-
-/// Parses `sqlite://path?query` into a path and options.
-fn parse_url(url: &str) -> Result<(PathBuf, Options)> {
-    let rest = url
-        .strip_prefix("sqlite://")
-        .ok_or_else(|| Error::Config(format!("not an sqlite:// URL: {url:?}")))?;
-    let (path, query) = match rest.split_once('?') {
-        Some((p, q)) => (p, Some(q)),
-        None => (rest, None),
-    };
-    if path.is_empty() {
-        return Err(Error::Config(format!(
-            "sqlite URL {url:?} names no file; use sqlite://path.db or sqlite:///abs/path.db"
-        )));
-    }
-    let mut options = Options::default();
-    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let bad = || Error::Config(format!("sqlite URL {url:?}: bad value for {k}: {v:?}"));
-        match k {
-            "synchronous" => {
-                options.synchronous_full = match v.to_ascii_lowercase().as_str() {
-                    "full" => true,
-                    "normal" => false,
-                    _ => return Err(bad()),
-                }
-            }
-            "pool" => {
-                options.pool = v
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=64).contains(n))
-                    .ok_or_else(bad)?
-            }
-            "busy_timeout_ms" => {
-                options.busy_timeout = Duration::from_millis(v.parse().map_err(|_| bad())?)
-            }
-            _ => {
-                return Err(Error::Config(format!(
-                    "sqlite URL {url:?}: unknown parameter {k:?} (known: synchronous, pool, busy_timeout_ms)"
-                )))
-            }
-        }
-    }
-    Ok((PathBuf::from(path), options))
-}
-
-fn open_connection(path: &Path, options: &Options) -> Result<Connection> {
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(|e| {
-        Error::Config(format!(
-            "cannot open SQLite database {} (does its directory exist?): {e}",
-            path.display()
-        ))
-    })?;
-    // Setting a pragma is the first read of the file header.
-    let open_err = |e| open_error(path, e);
-    conn.busy_timeout(options.busy_timeout).map_err(open_err)?;
-    conn.pragma_update(
-        None,
-        "synchronous",
-        if options.synchronous_full {
-            "FULL"
-        } else {
-            "NORMAL"
-        },
-    )
-    .map_err(open_err)?;
-    Ok(conn)
-}
-
-/// Creates a missing database file readable by the owner only (SQLite gives its WAL and
-/// shared-memory files the same mode). Failures are left to the open that follows to report.
-fn create_private(path: &Path) {
-    let mut o = std::fs::OpenOptions::new();
-    o.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
-    let _ = o.open(path);
-}
-
-/// Maps an error met while opening: a file that is not SQLite or is damaged is the operator's
-/// to fix (a clear [`Error::Config`]); anything else is a backend failure.
-fn open_error(path: &Path, e: rusqlite::Error) -> Error {
-    match e.sqlite_error_code() {
-        Some(rusqlite::ErrorCode::NotADatabase) => Error::Config(format!(
-            "{} is not a sessionkit SQLite database: {e}",
-            path.display()
-        )),
-        Some(rusqlite::ErrorCode::DatabaseCorrupt) => Error::Config(format!(
-            "the SQLite database {} is damaged ({e}); restore it from a backup or move it \
-             away to start with no sessions",
-            path.display()
-        )),
-        _ => Error::backend(KIND, "open", e),
-    }
-}
-
-/// Checks that `conn` is a sessionkit database (or an empty file) and brings its schema up to
-/// [`SCHEMA_VERSION`].
-fn prepare_schema(conn: &mut Connection, path: &Path) -> Result<()> {
-    let not_ours = |why: String| {
-        Error::Config(format!(
-            "{} is not a sessionkit SQLite database: {why}",
-            path.display()
-        ))
-    };
-    // The first read of the header: a file that is not SQLite fails here (SQLITE_NOTADB).
-    let app_id: i32 = conn
-        .query_row("PRAGMA application_id", [], |r| r.get(0))
-        .map_err(|e| open_error(path, e))?;
-    let tables: i64 = conn
-        .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
-        .map_err(|e| open_error(path, e))?;
-    if app_id != APPLICATION_ID && (app_id != 0 || tables > 0) {
-        return Err(not_ours(format!(
-            "application_id {app_id:#x} with {tables} schema objects"
-        )));
-    }
-    let version: i64 = conn
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .map_err(|e| open_error(path, e))?;
-    check_version(version, path)?;
-    // WAL is a property of the file; switching needs no transaction and sticks.
-    let mode: String = conn
-        .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
-        .map_err(|e| open_error(path, e))?;
-    if !mode.eq_ignore_ascii_case("wal") {
-        return Err(Error::backend(
-            KIND,
-            "open",
-            format!("could not switch {} to WAL (got {mode})", path.display()),
-        ));
-    }
-    if version == SCHEMA_VERSION {
-        return Ok(());
-    }
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(db("migrate"))?;
-    // Another process may have migrated between our check and the write lock.
-    let mut version: i64 = tx
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .map_err(db("migrate"))?;
-    check_version(version, path)?;
-    while version < SCHEMA_VERSION {
-        tx.execute_batch(MIGRATIONS[version as usize])
-            .map_err(db("migrate"))?;
-        version += 1;
-    }
-    tx.execute_batch(&format!(
-        "PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {version};"
-    ))
-    .map_err(db("migrate"))?;
-    tx.commit().map_err(db("migrate"))?;
-    Ok(())
-}
-
-fn check_version(version: i64, path: &Path) -> Result<()> {
-    if version > SCHEMA_VERSION {
-        return Err(Error::Config(format!(
-            "{} has sessionkit schema version {version}, newer than this build understands \
-             ({SCHEMA_VERSION}); upgrade sessionkit",
-            path.display()
-        )));
-    }
-    if version < 0 {
-        return Err(Error::Config(format!(
-            "{} has an invalid schema version {version}",
-            path.display()
-        )));
-    }
-    Ok(())
 }
 
 /// Decodes a row's payload, applying the authoritative columns. Corrupt rows are logged and
@@ -421,62 +213,6 @@ fn put(conn: &Connection, key: &Key, record: &Record) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// One write for the writer thread: given the connection inside the open group transaction
-/// (or the reason the transaction could not begin), it runs and returns what to do once the
-/// group's commit is known (`Some(message)` if the commit failed).
-type WriteJob =
-    Box<dyn FnOnce(std::result::Result<&mut Connection, &str>) -> WriteDone + Send + 'static>;
-type WriteDone = Box<dyn FnOnce(Option<&str>) + Send + 'static>;
-
-/// Most writes one group commit takes; later ones wait for the next group.
-const MAX_GROUP: usize = 64;
-
-/// The writer thread: group commits until every sender is gone.
-fn run_writer(mut conn: Connection, jobs: std::sync::mpsc::Receiver<WriteJob>) {
-    while let Ok(first) = jobs.recv() {
-        let mut group = vec![first];
-        while group.len() < MAX_GROUP {
-            match jobs.try_recv() {
-                Ok(job) => group.push(job),
-                Err(_) => break,
-            }
-        }
-        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-            let msg = e.to_string();
-            for job in group {
-                job(Err(&msg))(None);
-            }
-            continue;
-        }
-        let done: Vec<WriteDone> = group.into_iter().map(|job| job(Ok(&mut conn))).collect();
-        let commit_error = conn.execute_batch("COMMIT").err().map(|e| {
-            let _ = conn.execute_batch("ROLLBACK");
-            e.to_string()
-        });
-        for d in done {
-            d(commit_error.as_deref());
-        }
-    }
-}
-
-/// Runs one write inside a savepoint of the group transaction: kept if it succeeds, undone
-/// (without touching the rest of the group) if it fails or panics.
-fn in_savepoint<T, F>(conn: &mut Connection, op: &'static str, f: F) -> Result<T>
-where
-    F: FnOnce(&mut Connection) -> Result<T>,
-{
-    conn.execute_batch("SAVEPOINT write").map_err(db(op))?;
-    let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut *conn)))
-        .unwrap_or_else(|_| Err(Error::backend(KIND, op, "the write panicked")));
-    let end = if out.is_ok() {
-        "RELEASE write"
-    } else {
-        "ROLLBACK TO write; RELEASE write"
-    };
-    conn.execute_batch(end).map_err(db(op))?;
-    out
-}
-
 impl SqliteStore {
     /// Opens (creating if needed) the database named by an `sqlite://` URL, checks it is a
     /// sessionkit database and migrates its schema.
@@ -515,42 +251,6 @@ impl SqliteStore {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.inner.path
-    }
-
-    /// Runs `f` on the writer thread, inside a savepoint of the next group commit; answers once
-    /// that commit is durable (or failed).
-    async fn write<T, F>(&self, op: &'static str, f: F) -> Result<T>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
-    {
-        let stopped = || Error::backend(KIND, op, "the SQLite writer thread has stopped");
-        let (answer, outcome) = tokio::sync::oneshot::channel::<Result<T>>();
-        let job: WriteJob = Box::new(move |conn| {
-            let conn = match conn {
-                Ok(conn) => conn,
-                Err(e) => {
-                    let _ = answer.send(Err(Error::backend(KIND, op, e.to_owned())));
-                    return Box::new(|_| {});
-                }
-            };
-            let out = in_savepoint(conn, op, f);
-            Box::new(move |commit_error| {
-                let out = match (out, commit_error) {
-                    // The write's own outcome stands if it failed; a good one needs the commit.
-                    (Ok(_), Some(e)) => Err(Error::backend(KIND, op, e.to_owned())),
-                    (out, _) => out,
-                };
-                let _ = answer.send(out);
-            })
-        });
-        self.inner
-            .writer
-            .as_ref()
-            .ok_or_else(stopped)?
-            .send(job)
-            .map_err(|_| stopped())?;
-        outcome.await.map_err(|_| stopped())?
     }
 
     /// Runs `f` on a pooled connection on the blocking thread pool.
@@ -773,9 +473,7 @@ impl Store for SqliteStore {
             put(tx, &new, &record).map_err(db("rotate"))?;
             match grace_until {
                 Some(until) => {
-                    let mut alias = Record::new(now, until, until);
-                    alias.extra_mut().successor = Some(new);
-                    put(tx, &old, &alias).map_err(db("rotate"))?;
+                    put(tx, &old, &Record::alias(new, now, until)).map_err(db("rotate"))?;
                 }
                 None => {
                     tx.prepare_cached("DELETE FROM sessions WHERE key = ?1")
@@ -941,7 +639,7 @@ impl Store for SqliteStore {
 /// far-future deadline, version 1 and no user.
 #[cfg(feature = "testkit")]
 #[async_trait]
-impl crate::testkit::RawAccess for SqliteStore {
+impl super::RawAccess for SqliteStore {
     async fn put_raw(&self, key: &Key, bytes: &[u8]) -> Result<()> {
         let (key, bytes) = (*key, bytes.to_vec());
         self.write("put_raw", move |conn| {
@@ -976,7 +674,7 @@ mod tests {
     use super::*;
     use crate::id::SessionId;
 
-    fn temp_db(name: &str) -> PathBuf {
+    pub(super) fn temp_db(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!(
             "sessionkit-sqlite-unit-{}-{name}",
             std::process::id()
@@ -986,86 +684,17 @@ mod tests {
         dir.join("s.db")
     }
 
-    fn url(path: &Path) -> String {
+    pub(super) fn url(path: &Path) -> String {
         format!("sqlite://{}", path.display())
     }
 
-    fn key() -> Key {
+    pub(super) fn key() -> Key {
         SessionId::generate().unwrap().key()
     }
 
-    #[test]
-    fn url_parsing() {
-        let (p, o) = parse_url("sqlite://data/s.db").unwrap();
-        assert_eq!(p, PathBuf::from("data/s.db"));
-        assert!(o.synchronous_full);
-        let (p, o) =
-            parse_url("sqlite:///tmp/x.db?synchronous=normal&pool=2&busy_timeout_ms=10").unwrap();
-        assert_eq!(p, PathBuf::from("/tmp/x.db"));
-        assert!(!o.synchronous_full);
-        assert_eq!(o.pool, 2);
-        assert_eq!(o.busy_timeout, Duration::from_millis(10));
-        assert!(parse_url("sqlite://").is_err());
-        assert!(parse_url("sqlite://x.db?pool=0").is_err());
-        assert!(parse_url("sqlite://x.db?nope=1").is_err());
-    }
-
-    /// Many writes land in one group commit; a stale one among them fails alone and the
-    /// others (including a rotation) are kept, each with its own outcome.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn group_commit_keeps_each_writes_own_outcome() {
-        let store = SqliteStore::open(&url(&temp_db("group"))).await.unwrap();
-        let now = crate::record::now_millis();
-        let keys: Vec<Key> = (0..40).map(|_| key()).collect();
-        for k in &keys {
-            store
-                .create(k, &Record::new(now, now + 60_000, now + 60_000))
-                .await
-                .unwrap();
-        }
-        let mut tasks = Vec::new();
-        for (i, k) in keys.iter().enumerate() {
-            let (store, k) = (store.clone(), *k);
-            tasks.push(tokio::spawn(async move {
-                let mut r = Record::new(now, now + 60_000, now + 60_000);
-                r.data.set("i", &i.to_string()).unwrap();
-                r.version = 2;
-                match i % 4 {
-                    // Stale: expects version 7, the row is at 1.
-                    0 => store.save(&k, &r, 7).await,
-                    1 => store.rotate(&k, 1, &key(), &r, None).await,
-                    _ => store.save(&k, &r, 1).await,
-                }
-            }));
-        }
-        let outcomes: Vec<Result<()>> = futures_join(tasks).await;
-        for (i, (k, out)) in keys.iter().zip(&outcomes).enumerate() {
-            let row = store.load(k, now).await.unwrap();
-            match i % 4 {
-                0 => {
-                    assert!(matches!(out, Err(Error::Conflict)), "{i}: {out:?}");
-                    assert_eq!(
-                        row.unwrap().version,
-                        1,
-                        "{i}: a failed write changed the row"
-                    );
-                }
-                1 => {
-                    assert!(out.is_ok(), "{i}: {out:?}");
-                    assert!(row.is_none(), "{i}: the rotated-away key is still live");
-                }
-                _ => {
-                    assert!(out.is_ok(), "{i}: {out:?}");
-                    let row = row.unwrap();
-                    assert_eq!(row.version, 2);
-                    assert_eq!(row.data.get("i"), Some(i.to_string().as_str()));
-                }
-            }
-        }
-        assert_eq!(store.len(now).await.unwrap(), 40);
-    }
-
-    async fn futures_join<T: Send + 'static>(tasks: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
+    pub(super) async fn futures_join<T: Send + 'static>(
+        tasks: Vec<tokio::task::JoinHandle<T>>,
+    ) -> Vec<T> {
         let mut out = Vec::with_capacity(tasks.len());
         for t in tasks {
             out.push(t.await.unwrap());
@@ -1122,45 +751,6 @@ mod tests {
         let report = store.verify().await.unwrap();
         assert_eq!(report.records, 0);
         assert_eq!(report.problems.len(), 5, "{report:?}");
-    }
-
-    #[tokio::test]
-    async fn foreign_newer_and_garbage_files_are_clear_errors() {
-        // Not SQLite at all.
-        let path = temp_db("garbage");
-        std::fs::write(
-            &path,
-            b"this is not a database, just some text. ".repeat(200),
-        )
-        .unwrap();
-        let err = SqliteStore::open(&url(&path)).await.unwrap_err();
-        assert!(matches!(err, Error::Config(_)), "{err}");
-        assert!(err.to_string().contains("not a sessionkit"), "{err}");
-
-        // An SQLite database of some other application.
-        let path = temp_db("foreign");
-        Connection::open(&path)
-            .unwrap()
-            .execute_batch("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT);")
-            .unwrap();
-        let err = SqliteStore::open(&url(&path)).await.unwrap_err();
-        assert!(err.to_string().contains("not a sessionkit"), "{err}");
-
-        // A sessionkit database from the future.
-        let path = temp_db("newer");
-        drop(SqliteStore::open(&url(&path)).await.unwrap());
-        Connection::open(&path)
-            .unwrap()
-            .execute_batch("PRAGMA user_version = 99;")
-            .unwrap();
-        let err = SqliteStore::open(&url(&path)).await.unwrap_err();
-        assert!(err.to_string().contains("newer"), "{err}");
-
-        // An empty file is a fresh database.
-        let path = temp_db("empty");
-        std::fs::write(&path, b"").unwrap();
-        let store = SqliteStore::open(&url(&path)).await.unwrap();
-        store.ping().await.unwrap();
     }
 
     /// A database file damaged at rest (truncated, zeroed, pages overwritten) gives errors or
@@ -1266,42 +856,5 @@ mod tests {
         assert!(destroy_user.contains("sessions_user"), "{destroy_user}");
         let load = plan("SELECT payload FROM sessions WHERE key = X'00' AND expires_at > 5");
         assert!(load.contains("INDEX sqlite_autoindex_sessions_1"), "{load}");
-    }
-
-    #[tokio::test]
-    async fn reopen_keeps_sessions_and_migration_is_idempotent() {
-        let path = temp_db("reopen");
-        let k = key();
-        {
-            let store = SqliteStore::open(&url(&path)).await.unwrap();
-            let mut r = Record::new(1_000, 10_000, 20_000);
-            r.user = Some("ann".into());
-            store.create(&k, &r).await.unwrap();
-            r.version = 2;
-            store.save(&k, &r, 1).await.unwrap();
-            assert!(store.touch(&k, 3_000, 30_000).await.unwrap());
-        }
-        let store = SqliteStore::open(&url(&path)).await.unwrap();
-        let r = store.load(&k, 3_500).await.unwrap().unwrap();
-        assert_eq!(r.version, 2);
-        assert_eq!(r.last_access, 3_000);
-        // touch is clamped to the absolute deadline.
-        assert_eq!(r.expires_at, 20_000);
-        assert_eq!(store.sessions_of("ann", 3_500).await.unwrap().len(), 1);
-        let conn = Connection::open(&path).unwrap();
-        let v: i64 = conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(v, SCHEMA_VERSION);
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(mode, "wal");
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let perms = std::fs::metadata(&path).unwrap().permissions();
-            assert_eq!(perms.mode() & 0o777, 0o600);
-        }
     }
 }

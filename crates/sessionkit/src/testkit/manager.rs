@@ -1,0 +1,151 @@
+//! Contract tests through the [`Manager`]: concurrent requests lose no update, and a write in
+//! flight never resurrects a destroyed session.
+
+use std::sync::Arc;
+
+use http::header::COOKIE;
+use http::{HeaderMap, HeaderValue};
+
+use super::helpers::*;
+use super::Fixture;
+use crate::config::Config;
+use crate::id::Key;
+use crate::manager::Manager;
+use crate::record::now_millis;
+use crate::store::Store;
+
+/// A manager over the fixture's store, and the request headers of a stored session holding
+/// `values`.
+async fn session_with(store: &Arc<dyn Store>, values: &[(&str, u64)]) -> (Manager, HeaderMap, Key) {
+    let manager = Manager::new(store.clone(), Config::default()).expect("manager");
+    let s = manager.start(&HeaderMap::new());
+    for (k, v) in values {
+        s.insert(k, v).await.expect("insert");
+    }
+    let out = manager.finish(&s).await.expect("finish");
+    let line = out
+        .set_cookie()
+        .expect("a new session sets a cookie")
+        .to_str()
+        .expect("ASCII cookie")
+        .to_owned();
+    let pair = line.split(';').next().unwrap().trim().to_owned();
+    let token = pair.split_once('=').expect("name=value").1;
+    let key = manager.key_of(token).expect("a valid token");
+    let mut headers = HeaderMap::new();
+    headers.insert(COOKIE, HeaderValue::from_str(&pair).expect("header value"));
+    (manager, headers, key)
+}
+
+/// Fifty requests (five in flight at a time) each doing `update("n", +1)` on one session through
+/// [`Manager::start`]/[`Manager::finish`] leave exactly `n = 50`: compare-and-set plus replay
+/// loses no update.
+pub async fn concurrent_updates_through_manager_are_exact(fx: Fixture) {
+    const N: u64 = 50;
+    let store = fx.store.clone();
+    assert_empty_store(&store).await;
+    let (manager, headers, key) = session_with(&store, &[("n", 0)]).await;
+    let gate = Arc::new(tokio::sync::Semaphore::new(5));
+    let tasks = (0..N)
+        .map(|_| {
+            let (manager, headers, gate) = (manager.clone(), headers.clone(), gate.clone());
+            tokio::spawn(async move {
+                let _permit = gate.acquire_owned().await.expect("semaphore");
+                let s = manager.start(&headers);
+                let seen: u64 = s
+                    .update("n", |n: Option<u64>| n.unwrap_or(0) + 1)
+                    .await
+                    .expect("update");
+                // Let the others interleave between load and save.
+                tokio::task::yield_now().await;
+                manager.finish(&s).await.expect("finish");
+                seen
+            })
+        })
+        .collect();
+    let seen = join_all(tasks).await;
+    assert!(seen.iter().all(|n| (1..=N).contains(n)));
+
+    let s = manager.start(&headers);
+    assert_eq!(
+        s.get::<u64>("n").await.expect("get"),
+        Some(N),
+        "{N} concurrent increments"
+    );
+    assert_eq!(s.key().await.expect("key"), Some(key));
+    assert_eq!(len(&store, now_millis()).await, 1, "exactly one session");
+}
+
+/// Requests in flight while the session is destroyed (one updating, one rotating its ID) end
+/// without bringing it back under any key; so do racing writers on a multi-threaded runtime.
+pub async fn writer_in_flight_during_destroy_never_resurrects(fx: Fixture) {
+    let store = fx.store.clone();
+    assert_empty_store(&store).await;
+
+    // Deterministic: both writers loaded the session before the logout finished.
+    let (manager, headers, key) = session_with(&store, &[("n", 0), ("origin", 1)]).await;
+    let writer = manager.start(&headers);
+    assert_eq!(writer.get::<u64>("n").await.expect("get"), Some(0));
+    let rotator = manager.start(&headers);
+    rotator.cycle_id().await.expect("cycle_id");
+    rotator.insert("x", 1u64).await.expect("insert");
+    let logout = manager.start(&headers);
+    logout.destroy().await.expect("destroy");
+    manager.finish(&logout).await.expect("finish logout");
+    writer
+        .update("n", |n: Option<u64>| n.unwrap_or(0) + 1)
+        .await
+        .expect("update");
+    manager.finish(&writer).await.expect("finish writer");
+    manager.finish(&rotator).await.expect("finish rotator");
+    assert_eq!(
+        load(&store, &key, now_millis()).await,
+        None,
+        "session resurrected"
+    );
+    assert_eq!(
+        len(&store, now_millis()).await,
+        0,
+        "a writer in flight during destroy stored a session"
+    );
+    assert!(manager.start(&headers).is_new().await.expect("is_new"));
+
+    // Racing: writers and a logout at once, many rounds. Writers that start after the logout
+    // may create a fresh session (without "origin"); none may continue the old one. (No writer
+    // rotates here: a rotation that wins before the logout legitimately moves the session out
+    // of the logout's reach.)
+    for round in 0..10 {
+        let (manager, headers, key) = session_with(&store, &[("n", 0), ("origin", 1)]).await;
+        let mut tasks = Vec::new();
+        for _ in 0..4 {
+            let (manager, headers) = (manager.clone(), headers.clone());
+            tasks.push(tokio::spawn(async move {
+                let s = manager.start(&headers);
+                s.update("n", |n: Option<u64>| n.unwrap_or(0) + 1).await?;
+                tokio::task::yield_now().await;
+                manager.finish(&s).await.map(drop)
+            }));
+        }
+        let (m, h) = (manager.clone(), headers.clone());
+        tasks.push(tokio::spawn(async move {
+            let s = m.start(&h);
+            s.destroy().await?;
+            m.finish(&s).await.map(drop)
+        }));
+        for res in join_all(tasks).await {
+            res.unwrap_or_else(|e| panic!("round {round}: request failed: {e}"));
+        }
+        let now = now_millis();
+        assert_eq!(
+            load(&store, &key, now).await,
+            None,
+            "round {round}: resurrected"
+        );
+        for (k, r) in scan_pages(&store, 100, now).await.into_iter().flatten() {
+            assert!(
+                r.data.get("origin").is_none(),
+                "round {round}: the destroyed session lives on under {k:?}"
+            );
+        }
+    }
+}
