@@ -55,6 +55,8 @@ use crate::id::Key;
 use crate::record::{Millis, Record};
 
 #[cfg(feature = "file")]
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod columns;
 pub mod file;
 pub mod memory;
 #[cfg(feature = "postgres")]

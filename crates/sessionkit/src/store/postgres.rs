@@ -43,6 +43,7 @@ use async_trait::async_trait;
 use deadpool_postgres::{ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::Row;
 
+use super::columns::Columns;
 use super::{Page, Store};
 use crate::error::{Error, Result};
 use crate::id::Key;
@@ -123,6 +124,24 @@ struct Sql {
 
 const COLUMNS: &str =
     "key, version, expires_at, last_access, absolute_expires_at, created, user_name, alias, payload";
+
+/// One bound statement parameter.
+type Param<'a> = &'a (dyn tokio_postgres::types::ToSql + Sync);
+
+/// A record's row bound as `$1` to `$8`: every [`COLUMNS`] entry but `alias` (a literal in the
+/// statements, which only write live rows this way); statements add their own from `$9`.
+fn row_params<'a>(c: &'a Columns<'a>) -> [Param<'a>; 8] {
+    [
+        &c.key,
+        &c.version,
+        &c.expires_at,
+        &c.last_access,
+        &c.absolute_expires_at,
+        &c.created,
+        &c.user,
+        &c.payload,
+    ]
+}
 
 impl Sql {
     fn new(schema: &str, table: &str) -> Self {
@@ -449,23 +468,12 @@ impl Store for PostgresStore {
     }
 
     async fn create(&self, key: &Key, r: &Record) -> Result<()> {
-        let payload = r.encode(key);
-        let version = r.version as i64;
+        let c = Columns::of(key, r);
         let n = self
             .exec(
                 "create",
                 &self.sql.create,
-                &[
-                    &&key.0[..],
-                    &version,
-                    &r.expires_at,
-                    &r.last_access,
-                    &r.absolute_expires_at,
-                    &r.created,
-                    &r.user,
-                    &payload,
-                    &r.last_access,
-                ],
+                &[&row_params(&c)[..], &[&c.last_access as Param]].concat(),
             )
             .await?;
         if n == 1 {
@@ -476,25 +484,13 @@ impl Store for PostgresStore {
     }
 
     async fn save(&self, key: &Key, r: &Record, expected_version: u64) -> Result<()> {
-        let payload = r.encode(key);
-        let version = r.version as i64;
+        let c = Columns::of(key, r);
         let expected = expected_version as i64;
         let n = self
             .exec(
                 "save",
                 &self.sql.save,
-                &[
-                    &&key.0[..],
-                    &version,
-                    &r.expires_at,
-                    &r.last_access,
-                    &r.absolute_expires_at,
-                    &r.created,
-                    &r.user,
-                    &payload,
-                    &expected,
-                    &r.last_access,
-                ],
+                &[&row_params(&c)[..], &[&expected as Param, &c.last_access]].concat(),
             )
             .await?;
         if n == 1 {
@@ -551,27 +547,13 @@ impl Store for PostgresStore {
             // Dropping the transaction rolls it back.
             return Err(Error::Conflict);
         }
-        let payload = r.encode(new);
-        let version = r.version as i64;
+        let c = Columns::of(new, r);
         let stmt = tx
             .prepare_cached(&self.sql.insert_new)
             .await
             .map_err(backend("rotate"))?;
         let n = tx
-            .execute(
-                &stmt,
-                &[
-                    &&new.0[..],
-                    &version,
-                    &r.expires_at,
-                    &r.last_access,
-                    &r.absolute_expires_at,
-                    &r.created,
-                    &r.user,
-                    &payload,
-                    &now,
-                ],
-            )
+            .execute(&stmt, &[&row_params(&c)[..], &[&now as Param]].concat())
             .await
             .map_err(backend("rotate"))?;
         if n != 1 {

@@ -43,9 +43,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension, ToSql};
 use tokio::sync::Semaphore;
 
+use super::columns::Columns;
 use super::{IntegrityReport, Page, Store};
 use crate::error::{Error, Result};
 use crate::id::Key;
@@ -193,23 +194,34 @@ fn decode_raw((key, payload, version, last, exp): RawRow) -> Option<(Key, Record
 }
 
 /// Inserts or replaces the row for `key` (inside the caller's transaction).
+/// The column list every statement that writes a whole row uses, in the order of
+/// [`row_params`] (`?1` to `?9`).
+const ROW_COLUMNS: &str =
+    "key, version, created, last_access, expires_at, absolute_expires_at, user, alias, payload";
+
+/// A record's row bound as `?1` to `?9` in [`ROW_COLUMNS`] order; statements add their own
+/// parameters from `?10`.
+fn row_params<'a>(c: &'a Columns<'a>) -> [&'a dyn ToSql; 9] {
+    [
+        &c.key,
+        &c.version,
+        &c.created,
+        &c.last_access,
+        &c.expires_at,
+        &c.absolute_expires_at,
+        &c.user,
+        &c.alias,
+        &c.payload,
+    ]
+}
+
 fn put(conn: &Connection, key: &Key, record: &Record) -> rusqlite::Result<()> {
-    conn.prepare_cached(
-        "INSERT OR REPLACE INTO sessions
-            (key, version, created, last_access, expires_at, absolute_expires_at, user, alias, payload)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-    )?
-    .execute(params![
-        &key.0[..],
-        record.version as i64,
-        record.created,
-        record.last_access,
-        record.expires_at,
-        record.absolute_expires_at,
-        record.user,
-        record.successor().is_some(),
-        record.encode(key),
-    ])?;
+    let c = Columns::of(key, record);
+    conn.prepare_cached(&format!(
+        "INSERT OR REPLACE INTO sessions ({ROW_COLUMNS})
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+    ))?
+    .execute(&row_params(&c)[..])?;
     Ok(())
 }
 
@@ -353,30 +365,18 @@ impl Store for SqliteStore {
         self.write("create", move |conn| {
             // Insert-if-absent in one statement: the upsert only overwrites an expired row.
             let n = conn
-                .prepare_cached(
-                    "INSERT INTO sessions
-                        (key, version, created, last_access, expires_at, absolute_expires_at,
-                         user, alias, payload)
+                .prepare_cached(&format!(
+                    "INSERT INTO sessions ({ROW_COLUMNS})
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
                      ON CONFLICT (key) DO UPDATE SET
                         version = excluded.version, created = excluded.created,
                         last_access = excluded.last_access, expires_at = excluded.expires_at,
                         absolute_expires_at = excluded.absolute_expires_at, user = excluded.user,
                         alias = excluded.alias, payload = excluded.payload
-                     WHERE sessions.expires_at <= excluded.last_access",
-                )
+                     WHERE sessions.expires_at <= excluded.last_access"
+                ))
                 .map_err(db("create"))?
-                .execute(params![
-                    &key.0[..],
-                    record.version as i64,
-                    record.created,
-                    record.last_access,
-                    record.expires_at,
-                    record.absolute_expires_at,
-                    record.user,
-                    record.successor().is_some(),
-                    record.encode(&key),
-                ])
+                .execute(&row_params(&Columns::of(&key, &record))[..])
                 .map_err(db("create"))?;
             if n == 0 {
                 Err(Error::Exists)
@@ -390,26 +390,17 @@ impl Store for SqliteStore {
     async fn save(&self, key: &Key, record: &Record, expected_version: u64) -> Result<()> {
         let (key, record) = (*key, record.clone());
         self.write("save", move |conn| {
+            let c = Columns::of(&key, &record);
+            let expected = expected_version as i64;
             let n = conn
                 .prepare_cached(
-                    "UPDATE sessions SET version = ?3, created = ?4, last_access = ?5,
-                        expires_at = ?6, absolute_expires_at = ?7, user = ?8, alias = ?9,
-                        payload = ?10
-                     WHERE key = ?1 AND version = ?2 AND expires_at > ?5 AND alias = 0",
+                    "UPDATE sessions SET version = ?2, created = ?3, last_access = ?4,
+                        expires_at = ?5, absolute_expires_at = ?6, user = ?7, alias = ?8,
+                        payload = ?9
+                     WHERE key = ?1 AND version = ?10 AND expires_at > ?4 AND alias = 0",
                 )
                 .map_err(db("save"))?
-                .execute(params![
-                    &key.0[..],
-                    expected_version as i64,
-                    record.version as i64,
-                    record.created,
-                    record.last_access,
-                    record.expires_at,
-                    record.absolute_expires_at,
-                    record.user,
-                    record.successor().is_some(),
-                    record.encode(&key),
-                ])
+                .execute(&[&row_params(&c)[..], &[&expected as &dyn ToSql]].concat()[..])
                 .map_err(db("save"))?;
             if n == 0 {
                 Err(Error::Conflict)
