@@ -415,6 +415,9 @@ impl Store for MemoryStore {
         record: &Record,
         grace_until: Option<Millis>,
     ) -> Result<()> {
+        // The user index learns the new key first, so a `sessions_of` meanwhile finds the
+        // session under one key or the other, never neither (revocation relies on it).
+        self.index_user(record.user.as_deref(), new, true);
         // Both shards at once make the move one step: nobody sees both keys live or neither
         // with data.
         let (mut from, mut to) = super::shards::lock_two(old.shard(), new.shard(), |i| {
@@ -423,7 +426,7 @@ impl Store for MemoryStore {
             )
         })
         .unwrap_or_else(|never| match never {});
-        let prev = move_record(
+        let moved = move_record(
             &mut from,
             to.as_deref_mut(),
             old,
@@ -431,12 +434,22 @@ impl Store for MemoryStore {
             new,
             record,
             grace_until,
-        )?;
+        );
         drop(to);
         drop(from);
-        self.index_user(prev.user.as_deref(), old, false);
-        self.index_user(record.user.as_deref(), new, true);
-        Ok(())
+        match moved {
+            Ok(prev) => {
+                self.index_user(prev.user.as_deref(), old, false);
+                Ok(())
+            }
+            Err(e) => {
+                // Nothing moved: the new key names no session of this user.
+                if !matches!(e, Error::Exists) {
+                    self.index_user(record.user.as_deref(), new, false);
+                }
+                Err(e)
+            }
+        }
     }
 
     async fn destroy(&self, key: &Key) -> Result<bool> {

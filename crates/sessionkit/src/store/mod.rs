@@ -156,7 +156,10 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// A page of at most `limit` live records after `cursor` (`None` starts the scan).
     async fn scan(&self, cursor: Option<&str>, limit: usize, now: Millis) -> Result<Page>;
 
-    /// The live sessions of `user`.
+    /// The live sessions of `user`. A session rotating meanwhile must be listed under its old
+    /// key or its new one (both for a moment is allowed, neither never is): user-level
+    /// revocation lists, ends what it found and lists again until nothing is left, which closes
+    /// the rotate-between-list-and-delete race only if no listing misses a session.
     async fn sessions_of(&self, user: &str, now: Millis) -> Result<Vec<(Key, Record)>>;
 
     /// Deletes every session of `user`; returns how many.

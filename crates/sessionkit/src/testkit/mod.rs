@@ -211,6 +211,7 @@ macro_rules! __conformance_list {
             scan::scan_is_stable_under_concurrent_changes,
             users::user_index_follows_every_write,
             users::destroy_user_removes_all_and_counts,
+            users::sessions_of_never_misses_a_rotating_session,
             corruption::corrupt_records_read_as_absent,
             expiry::extreme_times_never_panic,
             manager::concurrent_updates_through_manager_are_exact,

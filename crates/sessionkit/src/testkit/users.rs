@@ -137,3 +137,54 @@ pub async fn destroy_user_removes_all_and_counts(fx: Fixture) {
         0
     );
 }
+
+/// While a signed-in session rotates (with and without a grace alias), every `sessions_of`
+/// listing shows it: under its old key or its new one (for a moment both), never neither. User-level
+/// revocation relies on this: it lists, ends what it found, and lists again until nothing is
+/// left, so a listing that missed a session mid-rotation would let it dodge the revoke.
+pub async fn sessions_of_never_misses_a_rotating_session(fx: Fixture) {
+    let store = fx.store.clone();
+    let user = unique_user("rotating");
+    let now = now_millis();
+    let first = key();
+    store
+        .create(&first, &with_user(live(now), &user))
+        .await
+        .expect("create");
+    let rotator = {
+        let (store, user) = (store.clone(), user.clone());
+        tokio::spawn(async move {
+            let (mut at, mut record) = (first, with_user(live(now), &user));
+            for i in 0..150u32 {
+                let now = now_millis();
+                let new = key();
+                let moved = next(&record, now);
+                let grace = (i % 2 == 0).then_some(now + MIN);
+                store
+                    .rotate(&at, record.version, &new, &moved, grace)
+                    .await
+                    .expect("rotate");
+                (at, record) = (new, moved);
+            }
+        })
+    };
+    let mut listings = 0u32;
+    while !rotator.is_finished() {
+        let found = store
+            .sessions_of(&user, now_millis())
+            .await
+            .expect("sessions_of");
+        // Under more than one key for a moment is allowed (a store may write the new home
+        // before it retires the old one, or list again after meeting a retired key); under
+        // none never is.
+        assert!(
+            !found.is_empty(),
+            "listing {listings}: a rotating session must be listed, found {}",
+            found.len()
+        );
+        listings += 1;
+        tokio::task::yield_now().await;
+    }
+    rotator.await.expect("rotator");
+    assert_eq!(keys_of(&store, &user, now_millis()).await.len(), 1);
+}

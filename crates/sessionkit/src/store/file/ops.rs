@@ -4,6 +4,9 @@
 
 use super::*;
 
+/// How often `sessions_of` lists again after meeting a stale link (a rotation in flight).
+const LISTING_PASSES: usize = 8;
+
 /// Holds a shard locked (in this process and, through flock, across processes).
 pub(super) struct ShardGuard<'a> {
     file: MutexGuard<'a, Option<File>>,
@@ -505,16 +508,33 @@ impl Inner {
         Ok(())
     }
 
+    /// The user's live sessions. The directory listing and the reads are not one snapshot: a
+    /// session rotating meanwhile can be listed under its old key and read after it moved. A
+    /// rotation links the new key before it retires the old one, so a pass that met a stale
+    /// link lists again, keeping what earlier passes found (a session that moved on is listed
+    /// under both keys rather than under neither). (Revocation
+    /// depends on a listing never missing a session; see the conformance suite.)
     pub(super) fn sessions_of(&self, user: &str, now: Millis) -> Result<Vec<(Key, Record)>> {
         let mut out = Vec::new();
-        for (key, _) in Self::keys_in(&self.user_dir(user), "sessions_of")? {
-            match self.read(&key, "sessions_of")? {
-                Read::Found(r) if r.user.as_deref() == Some(user) => {
-                    if !r.is_expired(now) && r.successor().is_none() {
-                        out.push((key, r));
+        for _ in 0..LISTING_PASSES {
+            let mut stale = false;
+            for (key, _) in Self::keys_in(&self.user_dir(user), "sessions_of")? {
+                // A later pass may meet a session again: the fresher read wins.
+                out.retain(|(k, _): &(Key, Record)| *k != key);
+                match self.read(&key, "sessions_of")? {
+                    Read::Found(r) if r.user.as_deref() == Some(user) => {
+                        if !r.is_expired(now) && r.successor().is_none() {
+                            out.push((key, r));
+                        }
+                    }
+                    _ => {
+                        stale = true;
+                        self.prune_link(user, &key)?;
                     }
                 }
-                _ => self.prune_link(user, &key)?,
+            }
+            if !stale {
+                break;
             }
         }
         out.sort_by_key(|(_, r)| r.created);

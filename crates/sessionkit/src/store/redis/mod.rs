@@ -78,6 +78,9 @@ mod conn;
 mod scripts;
 mod tls;
 
+/// How often `sessions_of` lists again after meeting a dead index member (a rotation in
+/// flight).
+const LISTING_PASSES: usize = 8;
 const KIND: &str = "redis";
 
 /// Settings of a [`RedisStore`] beyond its URL.
@@ -753,40 +756,68 @@ impl Store for RedisStore {
 
     async fn sessions_of(&self, user: &str, now: Millis) -> Result<Vec<(Key, Record)>> {
         let ukey = self.user_key(user);
-        let mut cmd = redis::cmd("ZRANGEBYSCORE");
-        cmd.arg(&ukey).arg(format!("({now}")).arg("+inf");
-        let members: Vec<Key> = match self.query(&cmd, "sessions_of").await? {
-            Value::Array(a) => a
-                .into_iter()
-                .filter_map(as_string)
-                .filter_map(|m| Key::from_hex(&m))
-                .collect(),
-            _ => Vec::new(),
-        };
-        let values = self
-            .many(
-                members.iter().map(|m| self.hmget(m)).collect(),
-                "sessions_of",
-            )
-            .await?;
         let mut out = Vec::new();
-        let mut dead = Vec::new();
-        for (m, v) in members.iter().zip(values) {
-            match Self::read_record(m, v, now) {
-                Some((r, false, Some(u))) if u == user => out.push((*m, r)),
-                _ => dead.push(m.to_hex()),
+        // The index read and the record reads are two round trips: a session rotating between
+        // them is listed under its old key and read after it moved. Its new key joined the
+        // index before the old record was retired, so a pass that met a dead member lists
+        // again; a pass that met none missed nothing (revocation depends on it).
+        for pass in 0..LISTING_PASSES {
+            let mut cmd = redis::cmd("ZRANGEBYSCORE");
+            cmd.arg(&ukey).arg(format!("({now}")).arg("+inf");
+            let members: Vec<Key> = match self.query(&cmd, "sessions_of").await? {
+                Value::Array(a) => a
+                    .into_iter()
+                    .filter_map(as_string)
+                    .filter_map(|m| Key::from_hex(&m))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            let values = self
+                .many(
+                    members.iter().map(|m| self.hmget(m)).collect(),
+                    "sessions_of",
+                )
+                .await?;
+            let mut dead = Vec::new();
+            let mut absent = false;
+            for (m, v) in members.iter().zip(values) {
+                // No record (yet): the entry may be the write-ahead of a create or rotation in
+                // flight, so it stays (its score expires it); only what a read proved dead goes.
+                if matches!(&v, Value::Array(f) if matches!(f.first(), Some(Value::Nil) | None)) {
+                    absent = true;
+                    continue;
+                }
+                match Self::read_record(m, v, now) {
+                    // A later pass may meet a session again: keep the fresher read.
+                    Some((r, false, Some(u))) if u == user => {
+                        match out.iter_mut().find(|(k, _)| k == m) {
+                            Some(seen) => seen.1 = r,
+                            None => out.push((*m, r)),
+                        }
+                    }
+                    _ => {
+                        if pass > 0 {
+                            out.retain(|(k, _)| k != m);
+                        }
+                        dead.push(m.to_hex());
+                    }
+                }
+            }
+            // Prune what the read proved dead, plus everything past its absolute deadline.
+            let mut prune = redis::cmd("ZREMRANGEBYSCORE");
+            prune.arg(&ukey).arg("-inf").arg(now);
+            let mut cmds = vec![prune];
+            let clean = dead.is_empty() && !absent;
+            if !dead.is_empty() {
+                let mut c = redis::cmd("ZREM");
+                c.arg(&ukey).arg(&dead);
+                cmds.push(c);
+            }
+            self.many(cmds, "sessions_of").await?;
+            if clean {
+                break;
             }
         }
-        // Prune what the read proved dead, plus everything past its absolute deadline.
-        let mut prune = redis::cmd("ZREMRANGEBYSCORE");
-        prune.arg(&ukey).arg("-inf").arg(now);
-        let mut cmds = vec![prune];
-        if !dead.is_empty() {
-            let mut c = redis::cmd("ZREM");
-            c.arg(&ukey).arg(&dead);
-            cmds.push(c);
-        }
-        self.many(cmds, "sessions_of").await?;
         out.sort_by_key(|(_, r)| r.created);
         Ok(out)
     }
@@ -812,13 +843,23 @@ impl Store for RedisStore {
         }))
         .await;
         let mut n = 0;
-        for r in results {
-            n += status_user(r?, "destroy_user")?.0.max(0) as u64;
+        let mut handled = Vec::new();
+        for (m, r) in members.iter().zip(results) {
+            match status_user(r?, "destroy_user")?.0 {
+                1 => {
+                    n += 1;
+                    handled.push(m);
+                }
+                // No record (yet): the write-ahead entry of a create or rotation in flight keeps
+                // its place, or that session would be missing from the index for good.
+                0 => {}
+                _ => handled.push(m),
+            }
         }
         // Remove exactly the entries handled: a session created meanwhile keeps its entry.
-        if !members.is_empty() {
+        if !handled.is_empty() {
             let mut c = redis::cmd("ZREM");
-            c.arg(&ukey).arg(&members);
+            c.arg(&ukey).arg(&handled);
             self.query(&c, "destroy_user").await?;
         }
         Ok(n)
