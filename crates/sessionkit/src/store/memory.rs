@@ -26,6 +26,8 @@ use crate::error::{Error, Result};
 use crate::id::Key;
 use crate::record::{Millis, Record};
 
+/// How often `sessions_of` copies the user index again after meeting a key that moved.
+const LISTING_PASSES: usize = 8;
 const SHARDS: usize = Key::PARTS;
 const USER_SHARDS: usize = 64;
 /// Index entries a GC batch handles per hold of a shard's write lock.
@@ -552,24 +554,33 @@ impl Store for MemoryStore {
     }
 
     async fn sessions_of(&self, user: &str, now: Millis) -> Result<Vec<(Key, Record)>> {
-        let keys: Vec<Key> = {
-            let users = self
-                .user_shard(user)
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            users
-                .get(user)
-                .map(|s| s.iter().copied().collect())
-                .unwrap_or_default()
-        };
-        let mut out = Vec::with_capacity(keys.len());
-        for key in keys {
-            let s = self.shard(&key).read().unwrap_or_else(|e| e.into_inner());
-            if let Some(r) = s
-                .live(&key, now)
-                .filter(|r| r.user.as_deref() == Some(user))
-            {
-                out.push((key, r.clone()));
+        let mut out: Vec<(Key, Record)> = Vec::new();
+        // The index copy and the record reads are separate lock holds: a session that rotates
+        // between them is listed under a key it has left. Its new key joined the index first,
+        // so a pass that met a key without its record copies the index again, keeping what
+        // earlier passes found (revocation depends on never missing a session).
+        for _ in 0..LISTING_PASSES {
+            let keys: Vec<Key> = {
+                let users = self
+                    .user_shard(user)
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                users
+                    .get(user)
+                    .map(|s| s.iter().copied().collect())
+                    .unwrap_or_default()
+            };
+            let mut stale = false;
+            for key in keys {
+                out.retain(|(k, _)| *k != key);
+                let s = self.shard(&key).read().unwrap_or_else(|e| e.into_inner());
+                match s.live(&key, now) {
+                    Some(r) if r.user.as_deref() == Some(user) => out.push((key, r.clone())),
+                    _ => stale = true,
+                }
+            }
+            if !stale {
+                break;
             }
         }
         out.sort_by_key(|(_, r)| r.created);
