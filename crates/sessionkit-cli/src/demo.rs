@@ -215,7 +215,9 @@ async fn revoke_one(
         Err(e) => return e.into_response(),
     };
     match manager.revoke(&session, &form.handle).await {
-        Ok(_) => Redirect::to("/devices").into_response(),
+        Ok(true) => Redirect::to("/devices").into_response(),
+        // Say so rather than pretend: the page the user saw may be stale.
+        Ok(false) => (StatusCode::NOT_FOUND, "no such session\n").into_response(),
         Err(e) => e.into_response(),
     }
 }

@@ -308,3 +308,60 @@ async fn a_grace_alias_cannot_log_the_user_out_anywhere() {
     assert_eq!(get(app.addr, "/whoami", Some(&new)).await.body, "gus");
     assert_eq!(get(app.addr, "/whoami", Some(&other)).await.body, "gus");
 }
+
+/// A session's handle is the same before and after its ID rotates, so "End" on the devices
+/// page still ends it; a handle that names no session says so (404) instead of pretending.
+#[tokio::test]
+async fn device_handles_survive_rotation_and_unknown_ones_are_reported() {
+    let app = App::start(
+        Arc::new(sessionkit::MemoryStore::new()),
+        rotating_config(150, 100),
+    )
+    .await;
+    let handle_of = |body: &str, current: bool| {
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["current"].as_bool() == Some(current))
+            .map(|s| s["handle"].as_str().unwrap().to_owned())
+    };
+    let (anon, t) = new_session(app.addr).await;
+    let me = login(app.addr, &anon, &t, "hana").await;
+    let (anon, t) = new_session(app.addr).await;
+    let other = login(app.addr, &anon, &t, "hana").await;
+    let list = get(app.addr, "/sessions", Some(&me)).await.body;
+    let other_handle = handle_of(&list, false).unwrap();
+    // The other browser's ID rotates; its handle does not.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let r = get(app.addr, "/count", Some(&other)).await;
+    let other = r.cookie().expect("rotated");
+    let me = get(app.addr, "/count", Some(&me))
+        .await
+        .cookie()
+        .expect("rotated too");
+    let list = get(app.addr, "/sessions", Some(&me)).await.body;
+    assert_eq!(
+        handle_of(&list, false).as_deref(),
+        Some(other_handle.as_str())
+    );
+    let csrf = get(app.addr, "/whoami", Some(&me)).await.csrf();
+    let gone = post(
+        app.addr,
+        "/sessions/revoke",
+        Some(&me),
+        &format!("csrf_token={csrf}&handle=ffffffffffffffff"),
+    )
+    .await;
+    assert_eq!(gone.status, 404, "an unknown handle is reported");
+    let ended = post(
+        app.addr,
+        "/sessions/revoke",
+        Some(&me),
+        &format!("csrf_token={csrf}&handle={other_handle}"),
+    )
+    .await;
+    assert_eq!(ended.status, 303);
+    assert_eq!(get(app.addr, "/whoami", Some(&other)).await.body, "");
+    assert_eq!(get(app.addr, "/whoami", Some(&me)).await.body, "hana");
+}

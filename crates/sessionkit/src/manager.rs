@@ -62,7 +62,8 @@ const REVOKE_PASSES: usize = 8;
 /// Metadata of one session of a user, for a "your devices" page. Never contains the ID.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SessionInfo {
-    /// An opaque handle for [`Manager::revoke`] (a prefix of the at-rest key hash).
+    /// An opaque handle for [`Manager::revoke`], the same for the session's whole life (it
+    /// survives ID rotation).
     pub handle: String,
     /// When the session was created.
     pub created: Millis,
@@ -221,7 +222,7 @@ impl Manager {
             .into_iter()
             .filter(|(_, r)| self.inner.core.is_live(r, now))
             .map(|(key, r)| SessionInfo {
-                handle: key.short(),
+                handle: r.handle_text(&key),
                 created: r.created,
                 last_seen: r.last_access,
                 expires_at: r.expires_at,
@@ -251,8 +252,8 @@ impl Manager {
         let list = core
             .call("sessions_of", core.store.sessions_of(&user, now))
             .await?;
-        for (key, _) in list {
-            if key.short() == handle {
+        for (key, record) in list {
+            if record.handle_text(&key) == handle {
                 let ended = core.call("destroy", core.store.destroy(&key)).await?;
                 if ended {
                     metrics::destroyed(1);

@@ -228,6 +228,9 @@ pub struct Record {
     pub csrf: Option<String>,
     /// Compare-and-set version: 1 on create, +1 on every save.
     pub version: u64,
+    /// A stable, non-secret name of the session for "your devices" pages and revocation,
+    /// kept across ID rotation (0: none, for records written before handles existed).
+    pub handle: u64,
     /// Rarely set fields.
     pub extra: Option<Box<Extra>>,
 }
@@ -245,6 +248,7 @@ impl Clone for Record {
             user: self.user.clone(),
             csrf: self.csrf.clone(),
             version: self.version,
+            handle: self.handle,
             extra: self.extra.clone(),
         }
     }
@@ -261,6 +265,7 @@ impl Clone for Record {
             user,
             csrf,
             version,
+            handle,
             extra,
         } = source;
         self.data.clone_from(data);
@@ -272,6 +277,7 @@ impl Clone for Record {
         self.user.clone_from(user);
         self.csrf.clone_from(csrf);
         self.version = *version;
+        self.handle = *handle;
         self.extra.clone_from(extra);
     }
 }
@@ -289,6 +295,7 @@ impl Record {
             user: None,
             csrf: None,
             version: 1,
+            handle: 0,
             extra: None,
         }
     }
@@ -296,6 +303,16 @@ impl Record {
     /// True if the record is expired at `now`.
     pub fn is_expired(&self, now: Millis) -> bool {
         self.expires_at <= now
+    }
+
+    /// The session's handle as shown to users (16 hex digits), or `fallback` for a record
+    /// written before handles existed.
+    pub(crate) fn handle_text(&self, fallback: &Key) -> String {
+        if self.handle == 0 {
+            fallback.short()
+        } else {
+            format!("{:016x}", self.handle)
+        }
     }
 
     /// The grace-window alias target, if this record is one.
@@ -342,7 +359,8 @@ impl Record {
             | (auth.is_some() as u8) << 2
             | (extra.and_then(|e| e.device.as_ref()).is_some() as u8) << 3
             | (extra.and_then(|e| e.ip_prefix.as_ref()).is_some() as u8) << 4
-            | (successor.is_some() as u8) << 5;
+            | (successor.is_some() as u8) << 5
+            | ((self.handle != 0) as u8) << 6;
         out.push(flags);
         let put_str = |out: &mut Vec<u8>, s: &str| {
             out.extend_from_slice(&(s.len() as u32).to_le_bytes());
@@ -366,6 +384,9 @@ impl Record {
         }
         if let Some(s) = successor {
             out.extend_from_slice(&s.0);
+        }
+        if self.handle != 0 {
+            out.extend_from_slice(&self.handle.to_le_bytes());
         }
         out.extend_from_slice(&(self.data.buf.len() as u32).to_le_bytes());
         out.extend_from_slice(&self.data.buf);
@@ -398,7 +419,7 @@ impl Record {
         let absolute_expires_at = r.i64()?;
         let id_issued = r.i64()?;
         let flags = r.take(1)?[0];
-        if flags >> 6 != 0 {
+        if flags >> 7 != 0 {
             return Err(corrupt("unknown flags"));
         }
         let user = if flags & 1 != 0 {
@@ -428,6 +449,15 @@ impl Record {
         if flags & 32 != 0 {
             extra.successor = Some(Key(r.take(32)?.try_into().unwrap()));
         }
+        let handle = if flags & 64 != 0 {
+            match r.u64()? {
+                // Written only when set: a zero here was not written by `encode`.
+                0 => return Err(corrupt("zero handle")),
+                h => h,
+            }
+        } else {
+            0
+        };
         let dlen = r.u32()? as usize;
         let data = Data::from_packed(r.take(dlen)?.to_vec())?;
         if r.at != body.len() {
@@ -443,6 +473,7 @@ impl Record {
             user,
             csrf,
             version,
+            handle,
             extra: (extra != Extra::default()).then(|| Box::new(extra)),
         })
     }
@@ -512,7 +543,28 @@ mod tests {
         });
         r.extra_mut().device = Some("Firefox".into());
         r.version = 9;
+        r.handle = 0x0123_4567_89ab_cdef;
         (key, r)
+    }
+
+    #[test]
+    fn handles_round_trip_and_zero_is_not_written() {
+        let (key, r) = sample();
+        assert_eq!(
+            Record::decode(&key, &r.encode(&key)).unwrap().handle,
+            r.handle
+        );
+        assert_eq!(r.handle_text(&key), "0123456789abcdef");
+        let mut legacy = r.clone();
+        legacy.handle = 0;
+        let bytes = legacy.encode(&key);
+        assert_eq!(
+            bytes.len() + 8,
+            r.encode(&key).len(),
+            "no bytes for no handle"
+        );
+        assert_eq!(Record::decode(&key, &bytes).unwrap().handle, 0);
+        assert_eq!(legacy.handle_text(&key), key.short());
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::{millis, Core, Current, State, ALIAS_LINGER};
 use crate::error::{Error, Result};
-use crate::id::SessionId;
+use crate::id::{Key, SessionId};
 use crate::metrics;
 use crate::record::{now_millis, Millis, Record};
 
@@ -89,10 +89,9 @@ impl Core {
         }
         for _ in 0..4 {
             let id = SessionId::generate()?;
-            match self
-                .call("create", self.store.create(&id.key(), &record))
-                .await
-            {
+            let key = id.key();
+            record.handle = handle_for(&key);
+            match self.call("create", self.store.create(&key, &record)).await {
                 Ok(()) => {
                     metrics::created();
                     return Ok(Outcome::Issue {
@@ -250,4 +249,13 @@ async fn backoff(attempt: u32) {
     let _ = crate::id::fill_random(&mut r);
     let pause = u64::from_le_bytes(r) % window;
     tokio::time::sleep(Duration::from_micros(pause)).await;
+}
+
+/// The stable handle of a session created under `id`: bytes of its first key (a hash of the
+/// ID, not a credential), so it costs no extra randomness. Rotation copies the record, handle
+/// included, so the handle outlives every ID the session will have.
+fn handle_for(key: &Key) -> u64 {
+    let bytes: [u8; 8] = key.0[16..24].try_into().expect("8 bytes");
+    // 0 means "no handle" in the record; 2^-64 odds, but never ambiguous.
+    u64::from_le_bytes(bytes).max(1)
 }
