@@ -249,6 +249,9 @@ impl Config {
         if self.idle_timeout.is_zero() || self.absolute_timeout.is_zero() {
             return bad("timeouts must be positive");
         }
+        if self.rotate_after.is_some_and(|d| d.is_zero()) {
+            return bad("rotate_after must be positive (a zero interval rotates on every request)");
+        }
         if self.max_sessions_per_user == Some(0) {
             return bad("max_sessions_per_user must be at least 1");
         }

@@ -389,3 +389,33 @@ async fn a_grace_alias_cannot_revoke_or_learn_the_csrf_token() {
     let gone = m.start(&cookie_headers(&m, &other));
     assert_eq!(gone.user().await.unwrap(), None);
 }
+
+/// Rotating more often than the grace window chains aliases (A → B → C): a request through A
+/// inside its window must still read the live session, not B's empty alias record.
+#[tokio::test]
+async fn a_previous_id_follows_a_chain_of_rotations_to_the_live_record() {
+    let config = Config::builder()
+        .rotate_after(Duration::from_millis(50))
+        .rotation_grace(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let (m, _) = manager(config);
+    let a = sign_in(&m, "ned").await.unwrap();
+    let mut latest = a.clone();
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        let s = m.start(&cookie_headers(&m, &latest));
+        s.update("n", |n: Option<u64>| n.unwrap_or(0) + 1)
+            .await
+            .unwrap();
+        latest = token_of(&m, &m.finish(&s).await.unwrap());
+    }
+    let through_a = m.start(&cookie_headers(&m, &a));
+    assert!(through_a.is_read_only().await.unwrap());
+    assert_eq!(through_a.user().await.unwrap().as_deref(), Some("ned"));
+    assert_eq!(through_a.get::<u64>("n").await.unwrap(), Some(2));
+    assert!(Config::builder()
+        .rotate_after(Duration::ZERO)
+        .build()
+        .is_err());
+}

@@ -42,6 +42,9 @@ pub(crate) struct Core {
 /// the number of sessions.
 const WRITE_TURNS: usize = 256;
 
+/// How many rotation aliases a request through a previous ID follows to the live record.
+const MAX_SUCCESSOR_HOPS: usize = 4;
+
 /// How long a rotation alias outlives its grace window, so that late use of the previous ID can
 /// be reported as possible hijacking rather than look like any unknown ID.
 const ALIAS_LINGER: Millis = 15 * 60 * 1000;
@@ -185,12 +188,25 @@ impl Core {
                     key = %key.short(), "previous session id used after its grace window: possible hijacking");
                 return Ok(());
             }
-            let Some(target) = self.call("load", store.load(&next, now)).await? else {
+            // The new home may itself have rotated since (rotation more often than the grace
+            // window): follow the chain, boundedly, to the live record.
+            let mut next = next;
+            let mut target = None;
+            for _ in 0..MAX_SUCCESSOR_HOPS {
+                let Some(r) = self.call("load", store.load(&next, now)).await? else {
+                    return Ok(());
+                };
+                match r.successor().copied() {
+                    Some(further) => next = further,
+                    None => {
+                        target = Some(r);
+                        break;
+                    }
+                }
+            }
+            let Some(target) = target.filter(|t| self.is_live(t, now)) else {
                 return Ok(());
             };
-            if !self.is_live(&target, now) {
-                return Ok(());
-            }
             tracing::debug!(key = %key.short(), "request used the previous id inside its grace window");
             st.current = Some(Current {
                 id: id.clone(),
