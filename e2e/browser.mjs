@@ -81,6 +81,12 @@ try {
   await Promise.all([page.waitForURL(`${base}/`), page.click("#login")]);
   check((await page.textContent("#user")).trim() === "alice", "signed in as alice");
   check((await page.textContent("#count")).trim() === "3", "count survives login");
+  check(
+    (await page.textContent(".flash.success")).trim() === "Signed in as alice",
+    "the login's flash message is shown after its redirect",
+  );
+  await page.reload();
+  check((await page.locator(".flash").count()) === 0, "a flash message is shown only once");
   const authed = await sessionCookie();
   check(authed && authed.value !== anon.value, "login issued a new session ID");
   check(authed.httpOnly && authed.secure && authed.sameSite === "Lax", "new cookie keeps its flags");
@@ -94,14 +100,17 @@ try {
     (await page.locator("tr.session").first().textContent()).includes("this session"),
     "the listed session is marked as this one",
   );
+  const row = await page.locator("tr.session").first().textContent();
+  check(/Linux/.test(row) && row.includes("127.0.0.0/24"), `the device is named by system and network (${row.trim().split("\n")[0]})`);
   check(!(await page.content()).includes(authed.value), "the page never shows the session ID");
   await page.screenshot({ path: shot, fullPage: true });
   check(true, `screenshot saved to ${shot}`);
 
   // 5. Log out: the session is gone server side and the browser dropped the cookie.
   await page.goto(`${base}/`);
-  await Promise.all([page.waitForURL(`${base}/`), page.click("#logout")]);
+  await Promise.all([page.waitForURL(`${base}/?signed-out`), page.click("#logout")]);
   check(await page.isVisible("#user-anon"), "signed out");
+  check((await page.textContent(".flash")).trim() === "Signed out", "the logout says so");
   check((await page.textContent("#count")).trim() === "0", "count is back to 0 after logout");
   const after = await sessionCookie();
   check(!after || after.value !== authed.value, "the old session cookie is gone");

@@ -13,13 +13,29 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use sessionkit::{Manager, Session, SessionLayer};
+use sessionkit::{FlashLevel, Manager, Session, SessionLayer};
 
 /// Largest POST body the demo reads (forms here are tiny).
 const MAX_FORM: usize = 16 * 1024;
 
-/// The demo app's routes, wrapped in the session layer.
+/// Settings of the demo beyond the manager's.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DemoOptions {
+    /// Take the client's address from the first `X-Forwarded-For` entry (behind a proxy that
+    /// sets it); otherwise the peer address is used and the header ignored, since any client
+    /// can send it.
+    pub trust_forwarded_for: bool,
+}
+
+/// The demo app's routes, wrapped in the session layer, with default options.
 pub fn app(manager: Manager) -> Router {
+    app_with(manager, DemoOptions::default())
+}
+
+/// The demo app with `options`. Serve it with
+/// `into_make_service_with_connect_info::<SocketAddr>()` so the devices page can show the
+/// client's network.
+pub fn app_with(manager: Manager, options: DemoOptions) -> Router {
     Router::new()
         .route("/", get(home))
         .route("/count", get(count))
@@ -32,6 +48,7 @@ pub fn app(manager: Manager) -> Router {
         .route("/sessions/revoke-others", post(revoke_others))
         .layer(middleware::from_fn(csrf))
         .layer(SessionLayer::new(manager.clone()))
+        .layer(axum::Extension(options))
         // Added after the layers, so outside them: probes, scanners and typos never load or
         // create a session.
         .route("/healthz", get(healthz))
@@ -110,7 +127,78 @@ struct LoginForm {
     username: String,
 }
 
-async fn login(session: Session, Form(form): Form<LoginForm>) -> Response {
+/// What the devices page shows of a client: the browser and system its User-Agent names, and
+/// its coarse network.
+struct Client {
+    label: Option<String>,
+    network: Option<String>,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Client {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let trust = parts
+            .extensions
+            .get::<DemoOptions>()
+            .is_some_and(|o| o.trust_forwarded_for);
+        let forwarded = trust
+            .then(|| parts.headers.get("x-forwarded-for"))
+            .flatten()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.trim().parse::<std::net::IpAddr>().ok());
+        let peer = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip());
+        let ua = parts
+            .headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok());
+        Ok(Client {
+            label: ua.and_then(device_label),
+            network: forwarded.or(peer).map(network_of),
+        })
+    }
+}
+
+/// "Firefox on Linux" from a User-Agent, or `None` when it names no known browser.
+fn device_label(ua: &str) -> Option<String> {
+    let r = woothee::parser::Parser::new().parse(ua)?;
+    let known = |s: &str| !s.is_empty() && s != woothee::woothee::VALUE_UNKNOWN;
+    match (known(r.name), known(r.os)) {
+        (true, true) => Some(format!("{} on {}", r.name, r.os)),
+        (true, false) => Some(r.name.to_owned()),
+        (false, true) => Some(format!("a browser on {}", r.os)),
+        (false, false) => None,
+    }
+}
+
+/// The /24 (IPv4) or /48 (IPv6) a client is in: enough to recognise "my home network",
+/// not a tracking identifier.
+fn network_of(ip: std::net::IpAddr) -> String {
+    use std::net::IpAddr;
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    };
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            format!("{a}.{b}.{c}.0/24")
+        }
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}::/48", s[0], s[1], s[2])
+        }
+    }
+}
+
+async fn login(session: Session, client: Client, Form(form): Form<LoginForm>) -> Response {
     let name = form.username.trim();
     if !valid_username(name) {
         return (
@@ -121,7 +209,16 @@ async fn login(session: Session, Form(form): Form<LoginForm>) -> Response {
             .into_response();
     }
     // set_user also gives the session a new ID (privilege change).
-    match session.set_user(Some(name), "demo").await {
+    let signed_in = async {
+        session.set_user(Some(name), "demo").await?;
+        session
+            .set_device(client.label.as_deref(), client.network.as_deref())
+            .await?;
+        session
+            .flash(FlashLevel::Success, format!("Signed in as {name}"))
+            .await
+    };
+    match signed_in.await {
         Ok(()) => Redirect::to("/").into_response(),
         Err(e) => e.into_response(),
     }
@@ -151,7 +248,8 @@ fn is_format(c: char) -> bool {
 
 async fn logout(session: Session) -> Response {
     match session.destroy().await {
-        Ok(()) => Redirect::to("/").into_response(),
+        // The session is gone, so the message cannot wait in it: the redirect carries it.
+        Ok(()) => Redirect::to("/?signed-out").into_response(),
         Err(e) => e.into_response(),
     }
 }
@@ -258,6 +356,7 @@ h1 {{ font-size: 1.4rem; }} .card {{ border: 1px solid #ddd; border-radius: 8px;
 button {{ padding: .4rem .9rem; border-radius: 6px; border: 1px solid #888; background: #f4f4f4; cursor: pointer; }}
 input {{ padding: .4rem; border-radius: 6px; border: 1px solid #aaa; }} table {{ border-collapse: collapse; width: 100%; }}
 td, th {{ text-align: left; padding: .3rem; border-bottom: 1px solid #eee; }} nav a {{ margin-right: 1rem; }}
+.flash {{ padding: .5rem .8rem; border-radius: 6px; background: #eef6ee; }} .flash.info {{ background: #eef2f8; }}
 </style></head>
 <body><nav><a href="/">Home</a><a href="/devices">Your sessions</a></nav>
 <h1>{title}</h1>
@@ -266,7 +365,26 @@ td, th {{ text-align: left; padding: .3rem; border-bottom: 1px solid #eee; }} na
     ))
 }
 
-async fn home(session: Session) -> Result<Html<String>, sessionkit::Error> {
+async fn home(
+    session: Session,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Result<Html<String>, sessionkit::Error> {
+    let mut notes = String::new();
+    for f in session.take_flashes().await? {
+        let level = match f.level {
+            FlashLevel::Info => "info",
+            FlashLevel::Success => "success",
+            FlashLevel::Warning => "warning",
+            FlashLevel::Error => "error",
+        };
+        notes.push_str(&format!(
+            "<p class=\"flash {level}\" role=\"status\">{}</p>\n",
+            escape(&f.text)
+        ));
+    }
+    if query.as_deref() == Some("signed-out") {
+        notes.push_str("<p class=\"flash info\" role=\"status\">Signed out</p>\n");
+    }
     let count: u64 = session.get("count").await?.unwrap_or(0);
     let token = escape(&session.csrf_token().await?);
     let user = session.user().await?;
@@ -287,7 +405,7 @@ async fn home(session: Session) -> Result<Html<String>, sessionkit::Error> {
     Ok(page(
         "sessionkit demo",
         &format!(
-            r#"<div class="card"><p>Visits counted in this session: <strong id="count">{count}</strong></p>
+            r#"{notes}<div class="card"><p>Visits counted in this session: <strong id="count">{count}</strong></p>
 <p><a href="/count" id="count-link">Count a visit</a> (plain text)</p></div>
 <div class="card">{who}</div>"#
         ),
@@ -313,7 +431,12 @@ async fn devices_page(State(manager): State<Manager>, session: Session) -> Respo
             };
             rows.push_str(&format!(
                 "<tr class=\"session\"><td>{}</td><td>{}</td><td>{}</td><td>{action}</td></tr>\n",
-                escape(s.device.as_deref().unwrap_or("unknown device")),
+                escape(&match (&s.device, &s.ip_prefix) {
+                    (Some(d), Some(n)) => format!("{d} · {n}"),
+                    (Some(d), None) => d.clone(),
+                    (None, Some(n)) => format!("unknown device · {n}"),
+                    (None, None) => "unknown device".to_owned(),
+                }),
                 fmt_time(s.created),
                 fmt_time(s.last_seen),
             ));
@@ -388,6 +511,30 @@ mod tests {
         ] {
             assert!(!valid_username(bad), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn devices_are_labelled_by_browser_system_and_network() {
+        let firefox = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
+        assert_eq!(device_label(firefox).as_deref(), Some("Firefox on Linux"));
+        let chrome = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 \
+                      (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36";
+        assert!(device_label(chrome)
+            .unwrap()
+            .starts_with("Chrome on Windows"));
+        assert_eq!(device_label("curl-ish nonsense"), None);
+        assert_eq!(
+            network_of("203.0.113.77".parse().unwrap()),
+            "203.0.113.0/24"
+        );
+        assert_eq!(
+            network_of("2001:db8:abcd:12::1".parse().unwrap()),
+            "2001:db8:abcd::/48"
+        );
+        assert_eq!(
+            network_of("::ffff:198.51.100.9".parse().unwrap()),
+            "198.51.100.0/24"
+        );
     }
 
     #[test]

@@ -54,6 +54,10 @@ pub struct ServeArgs {
     /// setting (e.g. `127.0.0.1:9100`, reachable by the scraper only).
     #[arg(long, conflicts_with = "no_metrics")]
     pub metrics_addr: Option<SocketAddr>,
+    /// Take the client's address (shown as a /24 or /48 on the devices page) from
+    /// `X-Forwarded-For`: only behind a proxy that sets it, since any client can send it.
+    #[arg(long)]
+    pub trust_forwarded_for: bool,
 }
 
 /// Store latency buckets in seconds: sub-millisecond (memory) up to the default store timeout.
@@ -108,7 +112,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", args.addr))?;
     let local = listener.local_addr()?;
-    let mut app = demo::app(manager.clone());
+    let mut app = demo::app_with(
+        manager.clone(),
+        demo::DemoOptions {
+            trust_forwarded_for: args.trust_forwarded_for,
+        },
+    );
     let mut metrics_at = None;
     if let Some(handle) = metrics {
         let metrics = axum::Router::new().route("/metrics", get(move || render(handle.clone())));
@@ -133,9 +142,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         // The second line: the app's address stays the first thing printed.
         println!("sessionkit metrics listening on http://{at}");
     }
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
     manager.shutdown().await;
     Ok(())
 }

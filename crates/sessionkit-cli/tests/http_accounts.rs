@@ -365,3 +365,96 @@ async fn device_handles_survive_rotation_and_unknown_ones_are_reported() {
     assert_eq!(get(app.addr, "/whoami", Some(&other)).await.body, "");
     assert_eq!(get(app.addr, "/whoami", Some(&me)).await.body, "hana");
 }
+
+/// The demo's redirects carry their message: "Signed in as NAME" once after login (the next
+/// page shows it, the one after does not), "Signed out" after logout.
+#[tokio::test]
+async fn login_and_logout_say_so_once_after_their_redirects() {
+    let app = App::memory().await;
+    let (anon, t) = new_session(app.addr).await;
+    let me = login(app.addr, &anon, &t, "ida").await;
+    let home = get(app.addr, "/", Some(&me)).await;
+    assert!(
+        home.body.contains("Signed in as <strong"),
+        "the page itself"
+    );
+    assert!(home.body.contains(">Signed in as ida</p>"), "{}", home.body);
+    let again = get(app.addr, "/", Some(&me)).await;
+    assert!(!again.body.contains("class=\"flash"), "shown once");
+    let csrf = again.csrf();
+    let out = post(
+        app.addr,
+        "/logout",
+        Some(&me),
+        &format!("csrf_token={csrf}"),
+    )
+    .await;
+    assert_eq!(out.status, 303);
+    assert_eq!(out.header("location"), Some("/?signed-out"));
+    let page = get(app.addr, "/?signed-out", None).await;
+    assert!(page.body.contains(">Signed out</p>"));
+}
+
+/// The devices page names what a user recognises: the browser and system from the User-Agent
+/// and the network the session signed in from (here loopback's /24).
+#[tokio::test]
+async fn devices_show_the_browser_and_the_network() {
+    let app = App::memory().await;
+    let (anon, t) = new_session(app.addr).await;
+    let firefox =
+        "User-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
+    let r = raw(
+        app.addr,
+        &build(
+            "POST",
+            "/login",
+            Some(&anon),
+            &[firefox],
+            &format!("username=jan&csrf_token={t}"),
+        ),
+    )
+    .await
+    .unwrap();
+    let me = r.cookie().expect("signed in");
+    let page = get(app.addr, "/devices", Some(&me)).await.body;
+    assert!(page.contains("Firefox on Linux · 127.0.0.0/24"), "{page}");
+    let list = get(app.addr, "/sessions", Some(&me)).await.body;
+    assert!(list.contains("\"device\":\"Firefox on Linux\""), "{list}");
+}
+
+/// `X-Forwarded-For` names the network only with `--trust-forwarded-for` (any client can send
+/// the header); without it the peer address is used.
+#[tokio::test]
+async fn forwarded_for_is_used_only_when_trusted() {
+    for trust in [false, true] {
+        let app = App::start_with(
+            Arc::new(sessionkit::MemoryStore::new()),
+            demo_config(),
+            sessionkit_cli::demo::DemoOptions {
+                trust_forwarded_for: trust,
+            },
+        )
+        .await;
+        let (anon, t) = new_session(app.addr).await;
+        let r = raw(
+            app.addr,
+            &build(
+                "POST",
+                "/login",
+                Some(&anon),
+                &["X-Forwarded-For: 198.51.100.7, 10.0.0.1"],
+                &format!("username=kai&csrf_token={t}"),
+            ),
+        )
+        .await
+        .unwrap();
+        let me = r.cookie().expect("signed in");
+        let page = get(app.addr, "/devices", Some(&me)).await.body;
+        let expected = if trust {
+            "198.51.100.0/24"
+        } else {
+            "127.0.0.0/24"
+        };
+        assert!(page.contains(expected), "trust={trust}: {page}");
+    }
+}

@@ -92,6 +92,7 @@ pub use config::{
 pub use error::{BoxError, Error, Result};
 pub use http::{SessionLayer, SessionService};
 pub use id::{Key, SessionId, ID_LEN};
+pub use lifecycle::flash::{Flash, FlashLevel};
 pub use manager::{Manager, SessionInfo};
 pub use record::{now_millis, AuthInfo, Data, Extra, Millis, Record};
 pub use session::Session;

@@ -14,6 +14,7 @@ use subtle::ConstantTimeEq;
 
 use crate::error::{Error, Result};
 use crate::id::{Key, SessionId};
+use crate::lifecycle::flash::{Flash, FlashLevel};
 use crate::lifecycle::{Core, Op, Outcome, State, UpdateFn};
 use crate::record::{AuthInfo, Millis};
 
@@ -195,6 +196,37 @@ impl Session {
             Op::SetUser(user.map(str::to_owned), auth, absolute),
         )?;
         Self::privilege_change(&mut st)
+    }
+
+    /// Leaves a message for the next page this session shows (after a redirect, typically):
+    /// "Signed in as ann". Kept in the session until [`Session::take_flashes`] takes it.
+    pub async fn flash(&self, level: FlashLevel, text: impl Into<String>) -> Result<()> {
+        let mut st = self.state().await?;
+        let op = crate::lifecycle::flash::add_op(level, text.into())?;
+        Self::record(&mut st, op)
+    }
+
+    /// Takes every flash message waiting in the session, oldest first. Each is taken by
+    /// exactly one request: concurrent requests never both get it, and a request through a
+    /// previous ID (grace window) gets none. Unlike other changes this writes at once (one
+    /// compare-and-set) when stored messages are waiting, because the page that shows them is
+    /// sent before the request ends.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use sessionkit::{Config, FlashLevel, Manager, MemoryStore};
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let manager = Manager::new(Arc::new(MemoryStore::new()), Config::default()).unwrap();
+    /// let s = manager.start(&http::HeaderMap::new());
+    /// s.flash(FlashLevel::Success, "Signed in").await.unwrap();
+    /// let shown = s.take_flashes().await.unwrap();
+    /// assert_eq!(shown[0].text, "Signed in");
+    /// assert!(s.take_flashes().await.unwrap().is_empty());
+    /// # });
+    /// ```
+    pub async fn take_flashes(&self) -> Result<Vec<Flash>> {
+        let mut st = self.state().await?;
+        self.inner.core.take_flashes(&mut st).await
     }
 
     /// How and when the user last authenticated (for "confirm your password" checks).

@@ -419,3 +419,48 @@ async fn a_previous_id_follows_a_chain_of_rotations_to_the_live_record() {
         .build()
         .is_err());
 }
+
+/// A flash is shown once: of many concurrent requests, exactly one takes each message, and a
+/// message added while others are being taken is kept for a later request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_flash_is_taken_by_exactly_one_request() {
+    use sessionkit::FlashLevel;
+    let (m, _) = manager(Config::default());
+    let token = sign_in(&m, "ola").await.unwrap();
+    for round in 0..20 {
+        let s = m.start(&cookie_headers(&m, &token));
+        s.flash(FlashLevel::Success, format!("round {round}"))
+            .await
+            .unwrap();
+        m.finish(&s).await.unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..8 {
+            let (m, token) = (m.clone(), token.clone());
+            tasks.push(tokio::spawn(async move {
+                let s = m.start(&cookie_headers(&m, &token));
+                if i == 0 {
+                    s.flash(FlashLevel::Info, "later").await.unwrap();
+                }
+                s.update("n", |n: Option<u64>| n.unwrap_or(0) + 1)
+                    .await
+                    .unwrap();
+                let got = s.take_flashes().await.unwrap();
+                m.finish(&s).await.unwrap();
+                got.into_iter()
+                    .filter(|f| f.text.starts_with("round"))
+                    .count()
+            }));
+        }
+        let mut shown = 0;
+        for t in tasks {
+            shown += t.await.unwrap();
+        }
+        assert_eq!(shown, 1, "round {round}: the flash was shown {shown} times");
+        // Task 0's own "later" flash was taken by task 0 itself (it added and took it in one
+        // request), so nothing is left; and no update was lost to the eager saves.
+        let s = m.start(&cookie_headers(&m, &token));
+        assert!(s.take_flashes().await.unwrap().is_empty());
+        assert_eq!(s.get::<u64>("n").await.unwrap(), Some(8 * (round + 1)));
+        m.finish(&s).await.unwrap();
+    }
+}

@@ -157,11 +157,20 @@ pub struct App {
 
 impl App {
     pub async fn start(store: Arc<dyn Store>, config: Config) -> App {
+        Self::start_with(store, config, Default::default()).await
+    }
+
+    pub async fn start_with(
+        store: Arc<dyn Store>,
+        config: Config,
+        options: sessionkit_cli::demo::DemoOptions,
+    ) -> App {
         let manager = Manager::new(store, config).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let app = sessionkit_cli::demo::app(manager.clone());
+        let app = sessionkit_cli::demo::app_with(manager.clone(), options);
         let task = tokio::spawn(async move {
+            let app = app.into_make_service_with_connect_info::<SocketAddr>();
             axum::serve(listener, app).await.unwrap();
         });
         App {

@@ -9,8 +9,10 @@
 //!
 //! - [`oplog`]: the operation log and the per-request state.
 //! - [`finish`](mod@finish): the steps of the end of a request (create, touch, save with replay).
+//! - [`flash`]: flash messages, taken by exactly one request.
 
 mod finish;
+pub(crate) mod flash;
 mod oplog;
 
 use std::future::Future;
