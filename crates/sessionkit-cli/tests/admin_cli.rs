@@ -692,3 +692,41 @@ async fn migrate_100k_sqlite_to_redis_and_back() {
         let _ = redis.destroy(k).await;
     }
 }
+
+/// `migrate` reports progress: plain lines with count, rate and ETA when stderr is not a
+/// terminal, and an indicatif bar when it is (run under `script`, which gives it a pty).
+#[tokio::test]
+async fn migrate_shows_progress_as_lines_or_a_bar() {
+    let dir = tempfile::tempdir().unwrap();
+    let from = format!("sqlite://{}", dir.path().join("from.db").display());
+    let src = sessionkit::store::open(&from).await.unwrap();
+    for i in 0..500 {
+        seed(&*src, None, i, 3_600_000).await;
+    }
+    drop(src);
+    let to = format!("sqlite://{}", dir.path().join("to.db").display());
+    let o = sk(&["migrate", "--from", &from, "--to", &to, "--batch", "50"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let lines = stderr(&o);
+    assert!(lines.lines().count() >= 10, "a line per ~10%: {lines}");
+    assert!(lines.contains("100% 500/500 (500 copied"), "{lines}");
+    assert!(lines.contains("/s ETA "), "rate and ETA: {lines}");
+    // On a terminal: the bar.
+    let to2 = format!("sqlite://{}", dir.path().join("to2.db").display());
+    let cmd = format!(
+        "{} migrate --from {from} --to {to2} --batch 50",
+        env!("CARGO_BIN_EXE_sessionkit")
+    );
+    let Ok(o) = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+    else {
+        eprintln!("SKIPPED the terminal half: no `script` command");
+        return;
+    };
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    let tty = stdout(&o);
+    assert!(tty.contains("sessions"), "the bar's template: {tty}");
+    assert!(tty.contains("500 copied"), "{tty}");
+}

@@ -160,37 +160,61 @@ pub async fn copy_all(
     Ok(sum)
 }
 
-/// A one-line progress report on stderr: redrawn in place on a terminal, one line per ~10%
-/// otherwise (logs and tests).
+/// Progress on stderr: an indicatif bar (count, rate, ETA) on a terminal; plain lines every
+/// ~10% otherwise (logs, CI and tests), with the same count, rate and ETA.
 struct Progress {
     total: u64,
     on: bool,
-    tty: bool,
+    bar: Option<indicatif::ProgressBar>,
+    started: Instant,
     last_tenth: u64,
 }
 
 impl Progress {
     fn new(total: u64, on: bool) -> Self {
+        let bar = (on && std::io::stderr().is_terminal()).then(|| {
+            let bar = indicatif::ProgressBar::with_draw_target(
+                Some(total),
+                indicatif::ProgressDrawTarget::stderr(),
+            );
+            let style = indicatif::ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} sessions  {per_sec}  ETA {eta}  {msg}",
+            )
+            .expect("a valid template");
+            bar.set_style(style);
+            bar
+        });
         Self {
             total,
             on,
-            tty: std::io::stderr().is_terminal(),
+            bar,
+            started: Instant::now(),
             last_tenth: 0,
         }
     }
 
+    fn counts(s: &MigrateSummary) -> String {
+        format!(
+            "{} copied, {} already there, {} expired",
+            s.copied, s.skipped, s.expired
+        )
+    }
+
+    /// The plain line: `42% 4200/10000 (…) 3100/s ETA 2s`.
     fn line(&self, s: &MigrateSummary) -> String {
         let done = s.copied + s.skipped + s.expired;
         let total = self.total.max(done).max(1);
-        let pct = done * 100 / total;
-        let filled = (pct / 4) as usize;
+        let secs = self.started.elapsed().as_secs_f64().max(1e-3);
+        let rate = done as f64 / secs;
+        let eta = if rate > 0.0 {
+            format!("{:.0}s", (total - done) as f64 / rate)
+        } else {
+            "?".to_owned()
+        };
         format!(
-            "[{}{}] {pct:>3}% {done}/{total} ({} copied, {} already there, {} expired)",
-            "#".repeat(filled),
-            "-".repeat(25 - filled.min(25)),
-            s.copied,
-            s.skipped,
-            s.expired
+            "{:>3}% {done}/{total} ({}) {rate:.0}/s ETA {eta}",
+            done * 100 / total,
+            Self::counts(s)
         )
     }
 
@@ -198,24 +222,26 @@ impl Progress {
         if !self.on {
             return;
         }
-        if self.tty {
-            eprint!("\r{}", self.line(s));
-        } else {
-            let done = s.copied + s.skipped + s.expired;
-            let tenth = done * 10 / self.total.max(1);
-            if tenth > self.last_tenth {
-                self.last_tenth = tenth;
-                eprintln!("{}", self.line(s));
-            }
+        let done = s.copied + s.skipped + s.expired;
+        if let Some(bar) = &self.bar {
+            bar.set_position(done);
+            bar.set_message(Self::counts(s));
+            return;
+        }
+        let tenth = done * 10 / self.total.max(1);
+        if tenth > self.last_tenth {
+            self.last_tenth = tenth;
+            eprintln!("{}", self.line(s));
         }
     }
 
     fn finish(&self, s: &MigrateSummary, took: Duration) {
-        if self.on {
-            if self.tty {
-                eprintln!();
-            }
-            eprintln!("{} in {:.1}s", self.line(s), took.as_secs_f64());
+        if !self.on {
+            return;
         }
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+        eprintln!("{} in {:.1}s", self.line(s), took.as_secs_f64());
     }
 }
