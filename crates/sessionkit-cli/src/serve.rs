@@ -54,10 +54,35 @@ pub struct ServeArgs {
     /// setting (e.g. `127.0.0.1:9100`, reachable by the scraper only).
     #[arg(long, conflicts_with = "no_metrics")]
     pub metrics_addr: Option<SocketAddr>,
+    /// What an ID retired by periodic rotation does when it comes back after its grace
+    /// window (a copied cookie): ignore it, log it, or end every session of its user.
+    #[arg(long, value_enum, default_value = "log")]
+    pub on_retired_id: OnRetiredId,
     /// Take the client's address (shown as a /24 or /48 on the devices page) from
     /// `X-Forwarded-For`: only behind a proxy that sets it, since any client can send it.
     #[arg(long)]
     pub trust_forwarded_for: bool,
+}
+
+/// `--on-retired-id`: the CLI's names for [`sessionkit::RetiredIdPolicy`].
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum OnRetiredId {
+    /// Treat it as unknown, silently.
+    Ignore,
+    /// Treat it as unknown and log a `grace_expired` event.
+    Log,
+    /// Log it and end every session of its user.
+    RevokeUser,
+}
+
+impl From<OnRetiredId> for sessionkit::RetiredIdPolicy {
+    fn from(p: OnRetiredId) -> Self {
+        match p {
+            OnRetiredId::Ignore => Self::Ignore,
+            OnRetiredId::Log => Self::Log,
+            OnRetiredId::RevokeUser => Self::RevokeUser,
+        }
+    }
 }
 
 /// Store latency buckets in seconds: sub-millisecond (memory) up to the default store timeout.
@@ -102,7 +127,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .absolute_timeout(args.absolute_timeout)
         .rotation_grace(args.rotation_grace)
         .store_timeout(args.store_timeout)
-        .gc_interval(args.gc_interval);
+        .gc_interval(args.gc_interval)
+        .on_retired_id(args.on_retired_id.into());
     if let Some(after) = args.rotate_after {
         config = config.rotate_after(after);
     }

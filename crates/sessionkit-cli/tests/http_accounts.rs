@@ -163,7 +163,10 @@ async fn rotation_under_concurrency_on_every_durable_and_shared_store() {
 }
 
 async fn rotation_under_concurrency(store: Arc<dyn sessionkit::Store>) {
-    let app = App::start(store, rotating_config(40, 2000)).await;
+    // With the theft detector on: a browser that follows the protocol never trips it.
+    let mut config = rotating_config(40, 2000);
+    config.on_retired_id = sessionkit::RetiredIdPolicy::RevokeUser;
+    let app = App::start(store, config).await;
     let (anon, t) = new_session(app.addr).await;
     let first = login(app.addr, &anon, &t, "frank").await;
     // Shared cookie jar: every client switches to the newest cookie it has seen.
@@ -457,4 +460,43 @@ async fn forwarded_for_is_used_only_when_trusted() {
         };
         assert!(page.contains(expected), "trust={trust}: {page}");
     }
+}
+
+/// `serve --on-retired-id revoke-user`: a cookie copied before the real browser's ID rotated,
+/// used after the grace window, logs the user out everywhere (the thief included).
+#[tokio::test]
+async fn a_copied_cookie_used_after_rotation_ends_the_users_sessions() {
+    let server = Server::start(&[
+        "--store",
+        "memory://",
+        "--rotate-after",
+        "300ms",
+        "--rotation-grace",
+        "100ms",
+        "--on-retired-id",
+        "revoke-user",
+    ]);
+    let addr = server.addr;
+    let (anon, t) = new_session(addr).await;
+    let copied = login(addr, &anon, &t, "lia").await;
+    let (anon, t) = new_session(addr).await;
+    let laptop = login(addr, &anon, &t, "lia").await;
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let browser = get(addr, "/count", Some(&copied))
+        .await
+        .cookie()
+        .expect("rotated");
+    assert_eq!(get(addr, "/whoami", Some(&browser)).await.body, "lia");
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(
+        get(addr, "/whoami", Some(&copied)).await.body,
+        "",
+        "the copy is dead"
+    );
+    assert_eq!(
+        get(addr, "/whoami", Some(&browser)).await.body,
+        "",
+        "and ended the user's sessions"
+    );
+    assert_eq!(get(addr, "/whoami", Some(&laptop)).await.body, "");
 }

@@ -79,6 +79,26 @@ pub enum UserLimitPolicy {
     Refuse,
 }
 
+/// What happens when an ID retired by periodic rotation is presented after its grace window.
+///
+/// A browser that follows the protocol switches to the new ID at once, so such a request most
+/// likely carries a copied cookie: periodic rotation doubles as a theft detector.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum RetiredIdPolicy {
+    /// Treat it as any unknown ID, silently; retired IDs are forgotten after the grace window.
+    Ignore,
+    /// Treat it as unknown and report a `grace_expired` event on `sessionkit::suspicious`
+    /// (retired IDs are remembered for 15 minutes to tell them from unknown ones). The default.
+    #[default]
+    Log,
+    /// Report it and end every session of the user the ID belonged to ("log out everywhere"):
+    /// whoever holds the copy loses it, and so does the real user, who signs in again. Retired
+    /// IDs are remembered for up to eight rotations, never past the session's absolute
+    /// timeout.
+    RevokeUser,
+}
+
 /// Cookie attributes. `HttpOnly` is always set: scripts never need the session token.
 ///
 /// Usually set through [`ConfigBuilder`]; the fields stay public for reading and for changing
@@ -169,6 +189,9 @@ pub struct Config {
     pub max_sessions_per_user: Option<usize>,
     /// What to do when a sign-in would exceed `max_sessions_per_user`.
     pub user_limit_policy: UserLimitPolicy,
+    /// What to do when an ID retired by periodic rotation is used after its grace window
+    /// (default: log it).
+    pub on_retired_id: RetiredIdPolicy,
 }
 
 impl Default for Config {
@@ -189,6 +212,7 @@ impl Default for Config {
             signing_keys: Vec::new(),
             max_sessions_per_user: None,
             user_limit_policy: UserLimitPolicy::EvictOldest,
+            on_retired_id: RetiredIdPolicy::Log,
         }
     }
 }
@@ -321,6 +345,8 @@ impl ConfigBuilder {
         max_sessions_per_user: usize => max_sessions_per_user = Some;
         /// See [`Config::user_limit_policy`].
         user_limit_policy: UserLimitPolicy => user_limit_policy;
+        /// See [`Config::on_retired_id`].
+        on_retired_id: RetiredIdPolicy => on_retired_id;
         /// See [`Config::cookie`].
         cookie: CookieConfig => cookie;
         /// See [`CookieConfig::same_site`].

@@ -87,7 +87,8 @@ pub mod testkit;
 mod token;
 
 pub use config::{
-    Config, ConfigBuilder, CookieConfig, SameSite, SigningKey, Transport, UserLimitPolicy,
+    Config, ConfigBuilder, CookieConfig, RetiredIdPolicy, SameSite, SigningKey, Transport,
+    UserLimitPolicy,
 };
 pub use error::{BoxError, Error, Result};
 pub use http::{SessionLayer, SessionService};

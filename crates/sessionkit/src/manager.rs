@@ -56,9 +56,6 @@ impl std::fmt::Debug for Manager {
     }
 }
 
-/// How many list-and-end rounds `revoke_all_except` makes at most.
-const REVOKE_PASSES: usize = 8;
-
 /// Metadata of one session of a user, for a "your devices" page. Never contains the ID.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SessionInfo {
@@ -271,12 +268,7 @@ impl Manager {
     /// The store's error or a timeout.
     pub async fn revoke_all(&self, user: &str) -> Result<u64> {
         let core = &self.inner.core;
-        let n = core
-            .call("destroy_user", core.store.destroy_user(user))
-            .await?;
-        // A session that rotated while the store worked through the user's index can be left
-        // under its new key: end what a listing still finds.
-        let n = n + self.end_listed(user, None).await?;
+        let n = core.revoke_user(user).await?;
         metrics::destroyed(n);
         Ok(n)
     }
@@ -296,36 +288,9 @@ impl Manager {
             return Ok(0);
         };
         let keep = keep.key().await?;
-        let n = self.end_listed(&user, keep).await?;
+        let n = self.inner.core.end_listed(&user, keep).await?;
         metrics::destroyed(n);
         Ok(n)
-    }
-
-    /// Ends every listed session of `user` but `keep`, listing again until a listing finds
-    /// nothing left (at most `REVOKE_PASSES` rounds): a session that rotates between a listing
-    /// and its deletion has moved to a key that listing did not have, and every store lists a
-    /// rotating session under its old key or its new one, never neither (conformance suite).
-    async fn end_listed(&self, user: &str, keep: Option<Key>) -> Result<u64> {
-        let core = &self.inner.core;
-        let mut ended = 0;
-        for _ in 0..REVOKE_PASSES {
-            let list = core
-                .call("sessions_of", core.store.sessions_of(user, now_millis()))
-                .await?;
-            let mut found = false;
-            for (key, _) in list {
-                if Some(key) != keep {
-                    found = true;
-                    if core.call("destroy", core.store.destroy(&key)).await? {
-                        ended += 1;
-                    }
-                }
-            }
-            if !found {
-                break;
-            }
-        }
-        Ok(ended)
     }
 
     /// Checks that the store answers (for health endpoints).

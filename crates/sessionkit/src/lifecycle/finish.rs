@@ -8,7 +8,8 @@
 
 use std::time::Duration;
 
-use super::{millis, Core, Current, State, ALIAS_LINGER};
+use super::{millis, Core, Current, State, ALIAS_LINGER, TOMBSTONE_ROTATIONS};
+use crate::config::RetiredIdPolicy;
 use crate::error::{Error, Result};
 use crate::id::{Key, SessionId};
 use crate::metrics;
@@ -137,10 +138,7 @@ impl Core {
         let mut rotate = st.cycle || periodic;
         // A periodic rotation leaves the old ID readable for a grace window; a privilege change
         // (cycle_id, set_user) kills it at once.
-        let mut grace = (periodic && !st.cycle).then(|| {
-            now.saturating_add(millis(c.rotation_grace))
-                .saturating_add(ALIAS_LINGER)
-        });
+        let mut grace = (periodic && !st.cycle).then(|| self.retired_until(&st.view, now));
         let mut key = current.key;
         let mut version = current.base.version;
         // The record that won the last lost race, once there was one.
@@ -233,6 +231,27 @@ impl Core {
             fresh = Some(base);
         }
         Err(Error::Contention(c.max_retries))
+    }
+}
+
+impl Core {
+    /// Until when the ID retired by a periodic rotation of `record` at `now` is kept: the
+    /// grace window, plus as long as the retired-ID policy needs to recognise it later.
+    fn retired_until(&self, record: &Record, now: Millis) -> Millis {
+        let c = &self.config;
+        let grace_end = now.saturating_add(millis(c.rotation_grace));
+        match c.on_retired_id {
+            RetiredIdPolicy::Ignore => grace_end,
+            RetiredIdPolicy::Log => grace_end.saturating_add(ALIAS_LINGER),
+            // Long enough to catch a copy used much later, bounded so that a session keeps at
+            // most this many retired IDs, and never past the session's own end.
+            _ => {
+                let every = millis(c.rotate_after.unwrap_or_default());
+                grace_end
+                    .saturating_add(ALIAS_LINGER.max(every.saturating_mul(TOMBSTONE_ROTATIONS)))
+                    .min(record.absolute_expires_at.max(grace_end))
+            }
+        }
     }
 }
 

@@ -10,10 +10,12 @@
 //! - [`oplog`]: the operation log and the per-request state.
 //! - [`finish`](mod@finish): the steps of the end of a request (create, touch, save with replay).
 //! - [`flash`]: flash messages, taken by exactly one request.
+//! - `revoke`: ending a user's sessions (also the theft detector's response).
 
 mod finish;
 pub(crate) mod flash;
 mod oplog;
+mod revoke;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -22,7 +24,7 @@ use std::time::Duration;
 
 use tracing::Instrument;
 
-use crate::config::Config;
+use crate::config::{Config, RetiredIdPolicy};
 use crate::error::{Error, Result};
 use crate::id::{Key, SessionId};
 use crate::metrics;
@@ -44,8 +46,11 @@ pub(crate) struct Core {
 /// the number of sessions.
 const WRITE_TURNS: usize = 256;
 
-/// How many rotation aliases a request through a previous ID follows to the live record.
-const MAX_SUCCESSOR_HOPS: usize = 4;
+/// How many retired IDs a session keeps at most under [`RetiredIdPolicy::RevokeUser`].
+const TOMBSTONE_ROTATIONS: i64 = 8;
+
+/// How many rotation aliases are followed to the live record (one more than a session keeps).
+const MAX_SUCCESSOR_HOPS: usize = TOMBSTONE_ROTATIONS as usize + 1;
 
 /// How long a rotation alias outlives its grace window, so that late use of the previous ID can
 /// be reported as possible hijacking rather than look like any unknown ID.
@@ -186,27 +191,12 @@ impl Core {
                     .created
                     .saturating_add(millis(self.config.rotation_grace))
             {
-                tracing::warn!(target: "sessionkit::suspicious", event = "grace_expired",
-                    key = %key.short(), "previous session id used after its grace window: possible hijacking");
+                self.retired_id_used(&key, next).await?;
                 return Ok(());
             }
             // The new home may itself have rotated since (rotation more often than the grace
             // window): follow the chain, boundedly, to the live record.
-            let mut next = next;
-            let mut target = None;
-            for _ in 0..MAX_SUCCESSOR_HOPS {
-                let Some(r) = self.call("load", store.load(&next, now)).await? else {
-                    return Ok(());
-                };
-                match r.successor().copied() {
-                    Some(further) => next = further,
-                    None => {
-                        target = Some(r);
-                        break;
-                    }
-                }
-            }
-            let Some(target) = target.filter(|t| self.is_live(t, now)) else {
+            let Some((next, target)) = self.follow(next, now).await? else {
                 return Ok(());
             };
             tracing::debug!(key = %key.short(), "request used the previous id inside its grace window");
@@ -230,6 +220,47 @@ impl Core {
             read_only: false,
         });
         st.view = record;
+        Ok(())
+    }
+
+    /// The live record a chain of rotation aliases starting at `next` leads to, and its key.
+    async fn follow(&self, mut next: Key, now: Millis) -> Result<Option<(Key, Record)>> {
+        for _ in 0..MAX_SUCCESSOR_HOPS {
+            let Some(r) = self.call("load", self.store.load(&next, now)).await? else {
+                return Ok(None);
+            };
+            match r.successor().copied() {
+                Some(further) => next = further,
+                None => return Ok(self.is_live(&r, now).then_some((next, r))),
+            }
+        }
+        Ok(None)
+    }
+
+    /// A retired ID (`key`, whose session moved on to `next`) came back after its grace
+    /// window: act as the retired-ID policy says.
+    async fn retired_id_used(&self, key: &Key, next: Key) -> Result<()> {
+        match self.config.on_retired_id {
+            RetiredIdPolicy::Ignore => {}
+            RetiredIdPolicy::Log => {
+                tracing::warn!(target: "sessionkit::suspicious", event = "grace_expired",
+                    key = %key.short(), "previous session id used after its grace window: possible hijacking");
+            }
+            _ => {
+                let user = match self.follow(next, now_millis()).await? {
+                    Some((_, r)) => r.user,
+                    None => None,
+                };
+                let ended = match &user {
+                    Some(u) => self.revoke_user(u).await?,
+                    None => 0,
+                };
+                metrics::destroyed(ended);
+                tracing::warn!(target: "sessionkit::suspicious", event = "retired_id_revoked",
+                    key = %key.short(), ended,
+                    "previous session id used after its grace window: ended every session of its user");
+            }
+        }
         Ok(())
     }
 

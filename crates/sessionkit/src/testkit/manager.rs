@@ -149,3 +149,78 @@ pub async fn writer_in_flight_during_destroy_never_resurrects(fx: Fixture) {
         }
     }
 }
+
+/// Rotation as a theft detector: with [`RetiredIdPolicy::RevokeUser`], an ID retired by
+/// periodic rotation and presented after its grace window (a copied cookie) ends every session
+/// of its user; with the default policy the same request only reads as "no session".
+pub async fn a_retired_id_used_late_ends_its_users_sessions(fx: Fixture) {
+    use crate::config::RetiredIdPolicy;
+    use std::time::Duration;
+    for policy in [RetiredIdPolicy::Log, RetiredIdPolicy::RevokeUser] {
+        let config = Config::builder()
+            .rotate_after(Duration::from_millis(100))
+            .rotation_grace(Duration::from_millis(50))
+            .on_retired_id(policy)
+            .build()
+            .expect("config");
+        let manager = Manager::new(fx.store.clone(), config).expect("manager");
+        let user = unique_user("stolen");
+        let sign_in = |headers: HeaderMap| {
+            let (manager, user) = (manager.clone(), user.clone());
+            async move {
+                let s = manager.start(&headers);
+                s.set_user(Some(&user), "test").await.expect("set_user");
+                cookie_of(&manager, &manager.finish(&s).await.expect("finish"))
+            }
+        };
+        let copied = sign_in(HeaderMap::new()).await;
+        let other = sign_in(HeaderMap::new()).await;
+        tokio::time::sleep(Duration::from_millis(130)).await;
+        // The real browser's next write rotates its ID; it moves on to the new one.
+        let s = manager.start(&copied);
+        s.insert("x", 1u8).await.expect("insert");
+        let rotated = cookie_of(&manager, &manager.finish(&s).await.expect("finish"));
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        // The copy comes back after the grace window.
+        let thief = manager.start(&copied);
+        assert_eq!(
+            thief.user().await.expect("user"),
+            None,
+            "{policy:?}: a dead ID"
+        );
+        manager.finish(&thief).await.expect("finish");
+        let alive = |headers: HeaderMap| {
+            let manager = manager.clone();
+            async move {
+                let s = manager.start(&headers);
+                s.user().await.expect("user").is_some()
+            }
+        };
+        let expect = policy == RetiredIdPolicy::Log;
+        assert_eq!(
+            alive(rotated).await,
+            expect,
+            "{policy:?}: the rotated session"
+        );
+        assert_eq!(
+            alive(other).await,
+            expect,
+            "{policy:?}: the user's other session"
+        );
+        manager.revoke_all(&user).await.expect("clean up");
+    }
+}
+
+/// The request headers that send the cookie `out` sets.
+fn cookie_of(_manager: &Manager, out: &crate::SessionHeaders) -> HeaderMap {
+    let line = out
+        .set_cookie()
+        .expect("a cookie")
+        .to_str()
+        .expect("ASCII")
+        .to_owned();
+    let pair = line.split(';').next().unwrap().trim().to_owned();
+    let mut h = HeaderMap::new();
+    h.insert(COOKIE, HeaderValue::from_str(&pair).expect("header value"));
+    h
+}

@@ -216,6 +216,7 @@ macro_rules! __conformance_list {
             expiry::extreme_times_never_panic,
             manager::concurrent_updates_through_manager_are_exact,
             manager::writer_in_flight_during_destroy_never_resurrects,
+            manager::a_retired_id_used_late_ends_its_users_sessions,
         );
     };
 }
