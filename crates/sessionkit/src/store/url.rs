@@ -118,6 +118,15 @@ mod tests {
         assert_eq!(redact_url("sqlite:///tmp/a@b.db"), "sqlite:///tmp/a@b.db");
         assert_eq!(redact_url("file:///srv/x:y@z"), "file:///srv/x:y@z");
         assert_eq!(redact_url("nonsense"), "nonsense");
+        // (Moved from the CLI, whose `redact` is this function.)
+        assert_eq!(
+            redact_url("redis://:secret@127.0.0.1:6379/0"),
+            "redis://:***@127.0.0.1:6379/0"
+        );
+        assert_eq!(
+            redact_url("postgres://u:pw@h/db?x=1"),
+            "postgres://u:***@h/db?x=1"
+        );
     }
 
     #[cfg(any(feature = "redis", feature = "postgres"))]

@@ -432,6 +432,18 @@ fn glob_escape(s: &str) -> String {
 
 /// A session's score in its user's index: the absolute deadline bounds the session's life; the
 /// max guards against a record whose `expires_at` was set past it.
+/// The keys named by a sorted-set range reply (members that are not keys are skipped).
+fn member_keys(reply: Value) -> Vec<Key> {
+    match reply {
+        Value::Array(a) => a
+            .into_iter()
+            .filter_map(as_string)
+            .filter_map(|m| Key::from_hex(&m))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 fn index_score(record: &Record) -> Millis {
     record.absolute_expires_at.max(record.expires_at)
 }
@@ -721,14 +733,7 @@ impl Store for RedisStore {
             let want = limit - records.len();
             let mut cmd = redis::cmd("ZRANGEBYLEX");
             cmd.arg(&k).arg(&min).arg("+").arg("LIMIT").arg(0).arg(want);
-            let members: Vec<Key> = match self.query(&cmd, "scan").await? {
-                Value::Array(a) => a
-                    .into_iter()
-                    .filter_map(as_string)
-                    .filter_map(|m| Key::from_hex(&m))
-                    .collect(),
-                _ => Vec::new(),
-            };
+            let members = member_keys(self.query(&cmd, "scan").await?);
             let full = members.len() >= want;
             let values = self
                 .many(members.iter().map(|m| self.hmget(m)).collect(), "scan")
@@ -764,14 +769,7 @@ impl Store for RedisStore {
         for pass in 0..LISTING_PASSES {
             let mut cmd = redis::cmd("ZRANGEBYSCORE");
             cmd.arg(&ukey).arg(format!("({now}")).arg("+inf");
-            let members: Vec<Key> = match self.query(&cmd, "sessions_of").await? {
-                Value::Array(a) => a
-                    .into_iter()
-                    .filter_map(as_string)
-                    .filter_map(|m| Key::from_hex(&m))
-                    .collect(),
-                _ => Vec::new(),
-            };
+            let members = member_keys(self.query(&cmd, "sessions_of").await?);
             let values = self
                 .many(
                     members.iter().map(|m| self.hmget(m)).collect(),
