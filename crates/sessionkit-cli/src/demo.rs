@@ -21,9 +21,9 @@ const MAX_FORM: usize = 16 * 1024;
 /// Settings of the demo beyond the manager's.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct DemoOptions {
-    /// Take the client's address from the first `X-Forwarded-For` entry (behind a proxy that
-    /// sets it); otherwise the peer address is used and the header ignored, since any client
-    /// can send it.
+    /// Take the client's address from the last `X-Forwarded-For` entry, the one the proxy in
+    /// front appended (behind a proxy that sets it); otherwise the peer address is used and
+    /// the header ignored, since any client can send it.
     pub trust_forwarded_for: bool,
 }
 
@@ -71,10 +71,20 @@ async fn csrf(session: Session, req: Request, next: Next) -> Response {
     } else {
         next.run(req).await
     };
+    // A wrong method on a real route (a probe's GET /login) is as good as a 404: it must not
+    // mint a token, which would store a session.
+    let refused = matches!(
+        resp.status(),
+        StatusCode::METHOD_NOT_ALLOWED | StatusCode::NOT_FOUND
+    );
     // A store failure here is reported by the session layer (503); the header is just omitted.
-    if let Ok(token) = session.csrf_token().await {
-        if let Ok(v) = HeaderValue::from_str(&token) {
-            resp.headers_mut().insert("x-csrf-token", v);
+    if !refused {
+        if let Ok(token) = csrf_for_page(&session).await {
+            if let Ok(v) = HeaderValue::from_str(&token) {
+                if !token.is_empty() {
+                    resp.headers_mut().insert("x-csrf-token", v);
+                }
+            }
         }
     }
     // Tells clients (and tests) that this request used a previous ID inside its rotation grace
@@ -84,6 +94,15 @@ async fn csrf(session: Session, req: Request, next: Next) -> Response {
             .insert("x-session-read-only", HeaderValue::from_static("1"));
     }
     resp
+}
+
+/// The CSRF token for a page's forms; empty through a previous ID (grace window), whose
+/// pages are shown without a usable token since nothing it sends may change anything.
+async fn csrf_for_page(session: &Session) -> Result<String, sessionkit::Error> {
+    match session.csrf_token().await {
+        Err(sessionkit::Error::ReadOnly) => Ok(String::new()),
+        other => other,
+    }
 }
 
 async fn check_csrf(session: &Session, req: Request) -> Result<Request, Response> {
@@ -149,7 +168,9 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Client {
             .then(|| parts.headers.get("x-forwarded-for"))
             .flatten()
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
+            // The last entry is the one the trusted proxy added; those before it are whatever
+            // the client sent.
+            .and_then(|v| v.rsplit(',').next())
             .and_then(|v| v.trim().parse::<std::net::IpAddr>().ok());
         let peer = parts
             .extensions
@@ -228,12 +249,21 @@ async fn login(session: Session, client: Client, Form(form): Form<LoginForm>) ->
 /// invisible format characters (zero-width, bidi overrides that reverse what follows), no line
 /// or paragraph separators and no space other than U+0020, and at least one visible character.
 fn valid_username(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
+    let count = name.chars().count();
+    (1..=64).contains(&count)
         && name.chars().any(|c| !c.is_whitespace())
-        && name
-            .chars()
-            .all(|c| !c.is_control() && !is_format(c) && (c == ' ' || !c.is_whitespace()))
+        && name.chars().all(|c| {
+            !c.is_control() && !is_format(c) && !is_invisible(c) && (c == ' ' || !c.is_whitespace())
+        })
+}
+
+/// Characters that draw nothing but are not format characters: the Hangul fillers (letters),
+/// the variation selectors and the combining grapheme joiner (marks). "admin" followed by one
+/// of them looks like "admin".
+fn is_invisible(c: char) -> bool {
+    matches!(c as u32,
+        0x034F | 0x115F | 0x1160 | 0x17B4 | 0x17B5 | 0x180B..=0x180D | 0x3164 | 0xFE00..=0xFE0F
+        | 0xFFA0 | 0xE0100..=0xE01EF)
 }
 
 /// Unicode general category Cf (format), per Unicode 15.1: invisible characters that change
@@ -386,7 +416,7 @@ async fn home(
         notes.push_str("<p class=\"flash info\" role=\"status\">Signed out</p>\n");
     }
     let count: u64 = session.get("count").await?.unwrap_or(0);
-    let token = escape(&session.csrf_token().await?);
+    let token = escape(&csrf_for_page(&session).await?);
     let user = session.user().await?;
     let who = match &user {
         Some(u) => format!(
@@ -414,7 +444,7 @@ async fn home(
 
 async fn devices_page(State(manager): State<Manager>, session: Session) -> Response {
     let result = async {
-        let token = escape(&session.csrf_token().await?);
+        let token = escape(&csrf_for_page(&session).await?);
         let Some(user) = session.user().await? else {
             return Ok(page("Your sessions", "<p>Log in to see your sessions.</p>"));
         };
@@ -491,7 +521,15 @@ mod tests {
 
     #[test]
     fn usernames_must_look_like_what_they_are() {
-        for ok in ["frank", "Zoë", "Ana María", "李小龙", "o'brien"] {
+        let long_but_ok = "é".repeat(64);
+        for ok in [
+            "frank",
+            "Zoë",
+            "Ana María",
+            "李小龙",
+            "o'brien",
+            &long_but_ok,
+        ] {
             assert!(valid_username(ok), "{ok:?}");
         }
         for bad in [
@@ -507,7 +545,11 @@ mod tests {
             "\u{FEFF}x",
             "a\tb",
             "a\u{7f}",
+            "\u{3164}",
+            "admin\u{FE0F}",
+            "ad\u{034F}min",
             &"x".repeat(65),
+            &"é".repeat(65),
         ] {
             assert!(!valid_username(bad), "{bad:?}");
         }

@@ -426,7 +426,8 @@ async fn devices_show_the_browser_and_the_network() {
 }
 
 /// `X-Forwarded-For` names the network only with `--trust-forwarded-for` (any client can send
-/// the header); without it the peer address is used.
+/// the header), and then its last entry (the one the proxy added); without it the peer address
+/// is used.
 #[tokio::test]
 async fn forwarded_for_is_used_only_when_trusted() {
     for trust in [false, true] {
@@ -445,7 +446,8 @@ async fn forwarded_for_is_used_only_when_trusted() {
                 "POST",
                 "/login",
                 Some(&anon),
-                &["X-Forwarded-For: 198.51.100.7, 10.0.0.1"],
+                // The client wrote the first entry; the proxy appended the last one.
+                &["X-Forwarded-For: 203.0.113.9, 198.51.100.7"],
                 &format!("username=kai&csrf_token={t}"),
             ),
         )

@@ -395,7 +395,7 @@ async fn every_response_carries_a_csrf_token_and_health_is_ok() {
     assert!(h.header("x-csrf-token").is_none());
 }
 
-/// Probes, scanners and typos create no session: 1,500 health checks and 404s store nothing,
+/// Probes, scanners and typos create no session: health checks, 404s and 405s store nothing,
 /// and send no cookie (before, each one stored a session).
 #[tokio::test]
 async fn health_checks_and_unknown_paths_create_no_session() {
@@ -407,6 +407,10 @@ async fn health_checks_and_unknown_paths_create_no_session() {
         let n = get(app.addr, &format!("/no-such-page-{i}"), None).await;
         assert_eq!(n.status, 404);
         assert!(n.headers_named("set-cookie").is_empty());
+        // A wrong method on a real route is a probe too.
+        let m = get(app.addr, "/login", None).await;
+        assert_eq!(m.status, 405);
+        assert!(m.headers_named("set-cookie").is_empty());
     }
     let stored = app
         .manager

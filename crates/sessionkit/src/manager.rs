@@ -13,7 +13,7 @@ use http::HeaderMap;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::id::Key;
-use crate::lifecycle::{Core, Outcome};
+use crate::lifecycle::{same_session, Core, Outcome};
 use crate::metrics;
 use crate::record::{now_millis, Millis};
 use crate::session::Session;
@@ -244,21 +244,15 @@ impl Manager {
         let Some(user) = asking.user().await? else {
             return Ok(false);
         };
-        let core = &self.inner.core;
-        let now = now_millis();
-        let list = core
-            .call("sessions_of", core.store.sessions_of(&user, now))
+        // Every key listed with that handle, again until none is listed: the session may
+        // rotate meanwhile, and a listing may name it under its old key and its new one.
+        let n = self
+            .inner
+            .core
+            .end_listed(&user, |key, record| record.handle_text(key) == handle)
             .await?;
-        for (key, record) in list {
-            if record.handle_text(&key) == handle {
-                let ended = core.call("destroy", core.store.destroy(&key)).await?;
-                if ended {
-                    metrics::destroyed(1);
-                }
-                return Ok(ended);
-            }
-        }
-        Ok(false)
+        metrics::destroyed(n);
+        Ok(n > 0)
     }
 
     /// Ends every session of `user` ("log out everywhere"); returns how many.
@@ -287,8 +281,19 @@ impl Manager {
         let Some(user) = keep.user().await? else {
             return Ok(0);
         };
-        let keep = keep.key().await?;
-        let n = self.inner.core.end_listed(&user, keep).await?;
+        let Some((key, handle)) = keep.key_and_handle().await? else {
+            // Not stored: every session of the user is another one.
+            let n = self.inner.core.end_listed(&user, |_, _| true).await?;
+            metrics::destroyed(n);
+            return Ok(n);
+        };
+        // Kept by handle, which survives rotation: another tab of the asking browser may
+        // rotate its ID while this runs, and it must not end itself.
+        let n = self
+            .inner
+            .core
+            .end_listed(&user, |k, r| !same_session(k, r, (&key, handle)))
+            .await?;
         metrics::destroyed(n);
         Ok(n)
     }

@@ -252,14 +252,13 @@ impl Session {
         Self::privilege_change(&mut st)
     }
 
-    /// A new ID at the end of the request, and a new CSRF token now if the session had one.
+    /// A new ID at the end of the request, and a new CSRF token now. Recorded whether or not
+    /// the request saw a token: a concurrent request may hand one out before this one saves,
+    /// and the replay must replace that one too.
     fn privilege_change(st: &mut State) -> Result<()> {
         st.cycle = true;
-        if st.view.csrf.is_some() {
-            let token = crate::id::random_token()?;
-            Self::record(st, Op::NewCsrf(token))?;
-        }
-        Ok(())
+        let token = crate::id::random_token()?;
+        Self::record(st, Op::NewCsrf(token))
     }
 
     /// Ends the session: the stored record is deleted at the end of the request and the client
@@ -340,6 +339,12 @@ impl Session {
     /// When the session was created (for a new session: this request's time).
     pub async fn created(&self) -> Result<Millis> {
         Ok(self.state().await?.view.created)
+    }
+
+    /// The stored session's key and handle (for telling it apart across rotations).
+    pub(crate) async fn key_and_handle(&self) -> Result<Option<(Key, u64)>> {
+        let st = self.state().await?;
+        Ok(st.current.as_ref().map(|c| (c.key, st.view.handle)))
     }
 
     /// The at-rest key of the stored session (a hash, not a credential).

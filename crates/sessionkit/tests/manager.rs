@@ -464,3 +464,89 @@ async fn each_flash_is_taken_by_exactly_one_request() {
         m.finish(&s).await.unwrap();
     }
 }
+
+fn rotating(after_ms: u64) -> Config {
+    Config::builder()
+        .rotate_after(Duration::from_millis(after_ms))
+        .rotation_grace(Duration::from_secs(5))
+        .build()
+        .unwrap()
+}
+
+/// The request's next write rotates `token`'s session (periodic rotation is due); returns the
+/// new token.
+async fn rotate_by_writing(m: &Manager, token: &str) -> String {
+    let s = m.start(&cookie_headers(m, token));
+    s.update("w", |n: Option<u64>| n.unwrap_or(0) + 1)
+        .await
+        .unwrap();
+    token_of(m, &m.finish(&s).await.unwrap())
+}
+
+/// "End all other sessions" keeps the asking session even when another tab of the same
+/// browser rotates its ID while the revocation runs (kept by handle, not by key).
+#[tokio::test]
+async fn revoke_all_except_keeps_the_asker_across_its_own_rotation() {
+    let (m, _) = manager(rotating(50));
+    let mine = sign_in(&m, "pia").await.unwrap();
+    let other = sign_in(&m, "pia").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    let asking = m.start(&cookie_headers(&m, &mine));
+    assert_eq!(asking.user().await.unwrap().as_deref(), Some("pia"));
+    let rotated = rotate_by_writing(&m, &mine).await;
+    assert_eq!(m.revoke_all_except(&asking).await.unwrap(), 1);
+    let s = m.start(&cookie_headers(&m, &rotated));
+    assert_eq!(
+        s.user().await.unwrap().as_deref(),
+        Some("pia"),
+        "the asker stays"
+    );
+    let s = m.start(&cookie_headers(&m, &other));
+    assert_eq!(s.user().await.unwrap(), None, "the other one ended");
+}
+
+/// A logout that loaded the session before a concurrent request rotated it ends the session
+/// under its new ID too.
+#[tokio::test]
+async fn a_logout_racing_a_rotation_still_ends_the_session() {
+    let (m, _) = manager(rotating(50));
+    let token = sign_in(&m, "quin").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    let logout = m.start(&cookie_headers(&m, &token));
+    logout.destroy().await.unwrap();
+    let rotated = rotate_by_writing(&m, &token).await;
+    m.finish(&logout).await.unwrap();
+    let s = m.start(&cookie_headers(&m, &rotated));
+    assert_eq!(s.user().await.unwrap(), None);
+}
+
+/// A CSRF token handed out by a concurrent request while a sign-in was in flight is replaced
+/// by the sign-in too (the renewal is replayed, not decided from a stale view).
+#[tokio::test]
+async fn csrf_renewal_at_sign_in_survives_a_concurrent_token() {
+    let (m, _) = manager(Config::default());
+    let s = m.start(&HeaderMap::new());
+    s.insert("k", 1).await.unwrap();
+    let token = token_of(&m, &m.finish(&s).await.unwrap());
+    let login = m.start(&cookie_headers(&m, &token));
+    assert_eq!(login.user().await.unwrap(), None);
+    let other = m.start(&cookie_headers(&m, &token));
+    let early = other.csrf_token().await.unwrap();
+    m.finish(&other).await.unwrap();
+    login.set_user(Some("rae"), "password").await.unwrap();
+    let signed_in = token_of(&m, &m.finish(&login).await.unwrap());
+    let s = m.start(&cookie_headers(&m, &signed_in));
+    assert_eq!(s.user().await.unwrap().as_deref(), Some("rae"));
+    assert!(!s.verify_csrf(&early).await.unwrap());
+}
+
+/// A flash added and taken in one anonymous request leaves nothing worth storing.
+#[tokio::test]
+async fn a_flash_taken_in_its_own_request_stores_no_session() {
+    let (m, store) = manager(Config::default());
+    let s = m.start(&HeaderMap::new());
+    s.flash(sessionkit::FlashLevel::Info, "hi").await.unwrap();
+    assert_eq!(s.take_flashes().await.unwrap().len(), 1);
+    assert!(m.finish(&s).await.unwrap().is_empty());
+    assert_eq!(store.len(now_millis()).await.unwrap(), 0);
+}

@@ -58,6 +58,20 @@ impl Core {
             return Ok(Outcome::Nothing);
         }
         if st.destroy {
+            // A concurrent request may have rotated the session since it was loaded: then the
+            // loaded key holds an alias, and the session lives on under its successor. End it
+            // there too, or a logout racing a rotation would leave the user signed in.
+            if let Some(alias) = self
+                .call("load", self.store.load(&current.key, now))
+                .await?
+                .and_then(|r| r.successor().copied())
+            {
+                if let Some((live, _)) = self.follow(alias, now).await? {
+                    if self.call("destroy", self.store.destroy(&live)).await? {
+                        metrics::destroyed(1);
+                    }
+                }
+            }
             if self
                 .call("destroy", self.store.destroy(&current.key))
                 .await?

@@ -62,7 +62,7 @@ fn value_err(source: serde_json::Error) -> Error {
 }
 
 /// `record` without the flashes whose ids are in `taken`.
-fn without(record: &mut Record, taken: &[u64]) -> Result<()> {
+pub(crate) fn without(record: &mut Record, taken: &[u64]) -> Result<()> {
     let left: Vec<Stored> = parse(record)
         .into_iter()
         .filter(|f| !taken.contains(&f.id))
@@ -97,22 +97,6 @@ pub(crate) fn add_op(level: FlashLevel, text: String) -> Result<Op> {
     ))
 }
 
-/// The logged operation that removes the flashes `taken` (replayable: removing twice is fine).
-fn remove_op(taken: Vec<u64>) -> Op {
-    Op::Update(
-        FLASH_KEY.to_owned(),
-        Box::new(move |_, cur| {
-            let left: Vec<Stored> = cur
-                .and_then(|v| serde_json::from_str::<Vec<Stored>>(v).ok())
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|f| !taken.contains(&f.id))
-                .collect();
-            serde_json::to_string(&left).map_err(value_err)
-        }),
-    )
-}
-
 impl Core {
     /// Takes the session's flashes: the stored ones with an immediate compare-and-set (so a
     /// concurrent request cannot take them too), and those this request added itself.
@@ -129,8 +113,10 @@ impl Core {
             // on it, so flashes the request loaded but another request took are not shown.
             let mut saved = None;
             let mut attempts = 0;
+            let mut lost_every_race = false;
             while attempts < self.config.max_retries {
                 attempts += 1;
+                lost_every_race = false;
                 let Some(fresh) = self.call("load", self.store.load(&key, st.now)).await? else {
                     break;
                 };
@@ -155,13 +141,16 @@ impl Core {
                         saved = Some(next);
                         break;
                     }
-                    Err(Error::Conflict) => continue,
+                    Err(Error::Conflict) => {
+                        lost_every_race = true;
+                        continue;
+                    }
                     Err(e) => return Err(e),
                 }
             }
             let Some(base) = saved else {
                 // Gone or rotated away meanwhile: nothing here is this request's to show.
-                return if attempts == self.config.max_retries {
+                return if lost_every_race {
                     Err(Error::Contention(attempts))
                 } else {
                     Ok(Vec::new())
@@ -180,7 +169,7 @@ impl Core {
         // Flashes this request added (not stored yet): take them from its own log.
         let own = parse(&st.view);
         if !own.is_empty() {
-            st.record(remove_op(own.iter().map(|f| f.id).collect()))?;
+            st.record(Op::DropFlashes(own.iter().map(|f| f.id).collect()))?;
             taken.extend(own);
         }
         Ok(taken

@@ -33,6 +33,7 @@ use crate::store::Store;
 
 pub(crate) use finish::Outcome;
 pub(crate) use oplog::{Base, Current, Op, State, UpdateFn};
+pub(crate) use revoke::same_session;
 
 /// What every request of one manager shares: the store, the settings, and the write turns.
 pub(crate) struct Core {
@@ -224,7 +225,7 @@ impl Core {
     }
 
     /// The live record a chain of rotation aliases starting at `next` leads to, and its key.
-    async fn follow(&self, mut next: Key, now: Millis) -> Result<Option<(Key, Record)>> {
+    pub(super) async fn follow(&self, mut next: Key, now: Millis) -> Result<Option<(Key, Record)>> {
         for _ in 0..MAX_SUCCESSOR_HOPS {
             let Some(r) = self.call("load", self.store.load(&next, now)).await? else {
                 return Ok(None);

@@ -19,6 +19,8 @@ pub(crate) enum Op {
     Csrf(String),
     /// A CSRF token replacing any existing one (privilege change).
     NewCsrf(String),
+    /// Flash messages this request took (by id); the name goes when none is left.
+    DropFlashes(Vec<u64>),
     Device(Option<String>, Option<String>),
 }
 
@@ -54,6 +56,7 @@ impl Op {
                 record.csrf.get_or_insert_with(|| token.clone());
             }
             Op::NewCsrf(token) => record.csrf = Some(token.clone()),
+            Op::DropFlashes(ids) => super::flash::without(record, ids)?,
             Op::Device(device, ip) => {
                 let extra = record.extra_mut();
                 extra.device = device.clone();

@@ -4,7 +4,7 @@
 use super::Core;
 use crate::error::Result;
 use crate::id::Key;
-use crate::record::now_millis;
+use crate::record::{now_millis, Record};
 
 /// How many list-and-end rounds a revocation makes at most.
 const REVOKE_PASSES: usize = 8;
@@ -17,22 +17,28 @@ impl Core {
             .await?;
         // A session that rotated while the store worked through the user's index can be left
         // under its new key: end what a listing still finds.
-        Ok(n + self.end_listed(user, None).await?)
+        Ok(n + self.end_listed(user, |_, _| true).await?)
     }
 
-    /// Ends every listed session of `user` but `keep`, listing again until a listing finds
-    /// nothing left (at most `REVOKE_PASSES` rounds): a session that rotates between a listing
-    /// and its deletion has moved to a key that listing did not have, and every store lists a
-    /// rotating session under its old key or its new one, never neither (conformance suite).
-    pub(crate) async fn end_listed(&self, user: &str, keep: Option<Key>) -> Result<u64> {
+    /// Ends every listed session of `user` that `select` picks, listing again until a listing
+    /// finds none left (at most `REVOKE_PASSES` rounds): a session that rotates between a
+    /// listing and its deletion has moved to a key that listing did not have, and every store
+    /// lists a rotating session under its old key or its new one, never neither (conformance
+    /// suite). Pick by [`Record::handle`] rather than by key where a session must be told
+    /// apart across its rotations. Returns how many live records it ended.
+    pub(crate) async fn end_listed(
+        &self,
+        user: &str,
+        select: impl Fn(&Key, &Record) -> bool,
+    ) -> Result<u64> {
         let mut ended = 0;
         for _ in 0..REVOKE_PASSES {
             let list = self
                 .call("sessions_of", self.store.sessions_of(user, now_millis()))
                 .await?;
             let mut found = false;
-            for (key, _) in list {
-                if Some(key) != keep {
+            for (key, record) in list {
+                if select(&key, &record) {
                     found = true;
                     if self.call("destroy", self.store.destroy(&key)).await? {
                         ended += 1;
@@ -44,5 +50,15 @@ impl Core {
             }
         }
         Ok(ended)
+    }
+}
+
+/// Whether `record` (under `key`) is the session `keep` names: the same handle (which survives
+/// rotation), or for a record without one, the same key.
+pub(crate) fn same_session(key: &Key, record: &Record, keep: (&Key, u64)) -> bool {
+    if keep.1 != 0 && record.handle != 0 {
+        record.handle == keep.1
+    } else {
+        key == keep.0
     }
 }

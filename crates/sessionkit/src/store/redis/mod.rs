@@ -597,8 +597,18 @@ impl Store for RedisStore {
                 .await?;
             match status_user(v, "rotate")? {
                 (1, u) => u,
-                (2, _) => return Err(Error::Exists),
-                _ => return Err(Error::Conflict),
+                lost => {
+                    // Nothing moved: take back the write-ahead index entry of the new key, or
+                    // every lost rotation would leave one behind until its deadline.
+                    if let Some(u) = record.user.as_deref() {
+                        self.index_remove(u, new).await?;
+                    }
+                    return Err(if lost.0 == 2 {
+                        Error::Exists
+                    } else {
+                        Error::Conflict
+                    });
+                }
             }
         } else {
             // Two hash slots: create the new record, then compare-and-retire the old one, undoing
@@ -779,9 +789,14 @@ impl Store for RedisStore {
             let mut dead = Vec::new();
             let mut absent = false;
             for (m, v) in members.iter().zip(values) {
-                // No record (yet): the entry may be the write-ahead of a create or rotation in
-                // flight, so it stays (its score expires it); only what a read proved dead goes.
+                // No record: the write-ahead entry of a create or rotation in flight, a key a
+                // rotation just deleted, or a session that expired by TTL. It stays (its score
+                // expires it, with the session's absolute deadline): only what a read proved
+                // dead goes. But the record reads are not one snapshot, so an absent key may be
+                // a rotation's old home read after the move while its new home was read before
+                // it: such a pass lists again.
                 if matches!(&v, Value::Array(f) if matches!(f.first(), Some(Value::Nil) | None)) {
+                    out.retain(|(k, _)| k != m);
                     absent = true;
                     continue;
                 }
