@@ -39,7 +39,11 @@ pub enum Transport {
 pub struct SigningKey(Vec<u8>);
 
 impl SigningKey {
-    /// Wraps secret bytes; fails if shorter than 32 bytes.
+    /// Wraps secret bytes.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] when shorter than 32 bytes.
     pub fn new(bytes: impl Into<Vec<u8>>) -> Result<Self> {
         let bytes = bytes.into();
         if bytes.len() < 32 {

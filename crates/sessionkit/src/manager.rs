@@ -78,6 +78,10 @@ pub struct SessionInfo {
 
 impl Manager {
     /// A manager over `store` with `config` (validated).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] when `config` contradicts itself (see [`Config::validate`]).
     pub fn new(store: Arc<dyn Store>, config: Config) -> Result<Self> {
         config.validate()?;
         metrics::describe();

@@ -111,6 +111,12 @@ impl Session {
     }
 
     /// The value under `key`, deserialized as `T`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Value`] when the stored value is not a `T`; a store error or timeout when the
+    /// session cannot be loaded (the first call on a handle loads it; see
+    /// [`Error::is_unavailable`]). The same store errors apply to every method below.
     pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
         let st = self.state().await?;
         st.view
@@ -121,6 +127,10 @@ impl Session {
     }
 
     /// Sets `key` to `value`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Value`] when `value` cannot be serialized; store errors as for [`Session::get`].
     pub async fn insert<T: Serialize>(&self, key: &str, value: T) -> Result<()> {
         let json = serde_json::to_string(&value).map_err(|e| value_err(key, e))?;
         let mut st = self.state().await?;
@@ -139,6 +149,11 @@ impl Session {
     ///
     /// `f` may run again at the end of the request on fresher data if another request changed
     /// the session meanwhile, so `update("n", |n| n.unwrap_or(0) + 1)` counts exactly.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Value`] when the stored value is not a `T`; store errors as for
+    /// [`Session::get`].
     pub async fn update<T, F>(&self, key: &str, f: F) -> Result<T>
     where
         T: Serialize + DeserializeOwned,

@@ -13,6 +13,9 @@
 //! live under their real deadline, which costs at most one B-tree operation per session per idle
 //! timeout instead of two per save. Everything that counts (`len`, `expired_awaiting_gc`) checks
 //! the record itself, so the counts stay exact.
+//!
+//! (A little over 700 lines: the lazy expiry index, the store and the tests that pin the
+//! index's invariants belong together.)
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};

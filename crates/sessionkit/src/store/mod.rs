@@ -202,6 +202,13 @@ pub const SCHEMES: &[(&str, &str)] = &[
 /// `redis+cluster://h1:7001,h2:7002` (feature `redis`; `rediss://` and `rediss+cluster://` over
 /// TLS with feature `redis-tls`) or `postgres://user@host/db` (feature `postgres`).
 ///
+/// # Errors
+///
+/// [`Error::BadUrl`] (its URL redacted) for an unknown scheme, a scheme whose cargo feature is
+/// off, or bad syntax or parameters; [`Error::Config`] for a store that is not a sessionkit
+/// store or is of a newer format; a backend error or timeout when the server cannot be
+/// reached.
+///
 /// ```
 /// # tokio_test_block_on(async {
 /// let store = sessionkit::store::open("memory://").await.unwrap();

@@ -150,7 +150,7 @@ pub async fn writer_in_flight_during_destroy_never_resurrects(fx: Fixture) {
     }
 }
 
-/// Rotation as a theft detector: with [`RetiredIdPolicy::RevokeUser`], an ID retired by
+/// Rotation as a theft detector: with [`RetiredIdPolicy::RevokeUser`](crate::RetiredIdPolicy::RevokeUser), an ID retired by
 /// periodic rotation and presented after its grace window (a copied cookie) ends every session
 /// of its user; with the default policy the same request only reads as "no session".
 pub async fn a_retired_id_used_late_ends_its_users_sessions(fx: Fixture) {
