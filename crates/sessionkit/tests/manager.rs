@@ -31,6 +31,15 @@ fn token_of(m: &Manager, headers: &sessionkit::SessionHeaders) -> String {
     rest.split(';').next().unwrap().to_owned()
 }
 
+/// Periodic rotation after `after_ms`, with a grace window far longer than any test.
+fn rotating(after_ms: u64) -> Config {
+    Config::builder()
+        .rotate_after(Duration::from_millis(after_ms))
+        .rotation_grace(Duration::from_secs(5))
+        .build()
+        .unwrap()
+}
+
 /// Signs `user` in on a new session; returns its token.
 async fn sign_in(m: &Manager, user: &str) -> Result<String, Error> {
     let s = m.start(&HeaderMap::new());
@@ -349,12 +358,7 @@ async fn csrf_tokens_are_renewed_at_every_privilege_change() {
 /// token, pass a CSRF check, nor end the user's sessions.
 #[tokio::test]
 async fn a_grace_alias_cannot_revoke_or_learn_the_csrf_token() {
-    let config = Config::builder()
-        .rotate_after(Duration::from_millis(50))
-        .rotation_grace(Duration::from_secs(5))
-        .build()
-        .unwrap();
-    let (m, _) = manager(config);
+    let (m, _) = manager(rotating(50));
     let other = sign_in(&m, "max").await.unwrap();
     let old = sign_in(&m, "max").await.unwrap();
     let s = m.start(&cookie_headers(&m, &old));
@@ -394,12 +398,7 @@ async fn a_grace_alias_cannot_revoke_or_learn_the_csrf_token() {
 /// inside its window must still read the live session, not B's empty alias record.
 #[tokio::test]
 async fn a_previous_id_follows_a_chain_of_rotations_to_the_live_record() {
-    let config = Config::builder()
-        .rotate_after(Duration::from_millis(50))
-        .rotation_grace(Duration::from_secs(5))
-        .build()
-        .unwrap();
-    let (m, _) = manager(config);
+    let (m, _) = manager(rotating(50));
     let a = sign_in(&m, "ned").await.unwrap();
     let mut latest = a.clone();
     for _ in 0..2 {
@@ -463,14 +462,6 @@ async fn each_flash_is_taken_by_exactly_one_request() {
         assert_eq!(s.get::<u64>("n").await.unwrap(), Some(8 * (round + 1)));
         m.finish(&s).await.unwrap();
     }
-}
-
-fn rotating(after_ms: u64) -> Config {
-    Config::builder()
-        .rotate_after(Duration::from_millis(after_ms))
-        .rotation_grace(Duration::from_secs(5))
-        .build()
-        .unwrap()
 }
 
 /// The request's next write rotates `token`'s session (periodic rotation is due); returns the
