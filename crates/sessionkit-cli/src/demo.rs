@@ -87,22 +87,12 @@ async fn csrf(session: Session, req: Request, next: Next) -> Response {
             }
         }
     }
-    // Tells clients (and tests) that this request used a previous ID inside its rotation grace
-    // window: it was answered, but nothing it changed was kept.
-    if session.is_read_only().await.unwrap_or(false) {
-        resp.headers_mut()
-            .insert("x-session-read-only", HeaderValue::from_static("1"));
-    }
     resp
 }
 
-/// The CSRF token for a page's forms; empty through a previous ID (grace window), whose
-/// pages are shown without a usable token since nothing it sends may change anything.
+/// The CSRF token for a page's forms.
 async fn csrf_for_page(session: &Session) -> Result<String, sessionkit::Error> {
-    match session.csrf_token().await {
-        Err(sessionkit::Error::ReadOnly) => Ok(String::new()),
-        other => other,
-    }
+    session.csrf_token().await
 }
 
 async fn check_csrf(session: &Session, req: Request) -> Result<Request, Response> {

@@ -70,12 +70,6 @@ pub enum Error {
         /// The configured limit.
         limit: usize,
     },
-    /// The request came with a previous session ID inside its rotation grace window: it may
-    /// read the session, never change it or its user's other sessions.
-    #[error(
-        "a previous session ID (rotation grace window) cannot change the session or end others"
-    )]
-    ReadOnly,
     /// A store URL that cannot be used as written: unknown scheme, missing cargo feature, bad
     /// syntax or parameter. Tells a caller's mistake in the URL apart from a store that cannot
     /// be used ([`Error::Config`]).

@@ -9,7 +9,9 @@ use std::fmt;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 use crate::error::{Error, Result};
 
@@ -74,6 +76,47 @@ impl SessionId {
     /// The key a store files this session under: SHA-256 of the raw ID bytes.
     pub fn key(&self) -> Key {
         Key(Sha256::digest(self.0).into())
+    }
+
+    /// Seals `successor` under this (retired) ID for a rotation alias: the store keeps only
+    /// hashes of IDs, so what it holds cannot be opened without the retired ID itself, which
+    /// only its holder presents. The pad is HMAC-SHA-256 keyed with this ID's 256 random bits,
+    /// used for this one successor only (an ID retires once).
+    ///
+    /// ```
+    /// use sessionkit::SessionId;
+    ///
+    /// let (old, new) = (SessionId::generate()?, SessionId::generate()?);
+    /// let sealed = old.seal_successor(&new);
+    /// assert_eq!(old.open_successor(&sealed, &new.key()), Some(new.clone()));
+    /// // Another ID cannot open it.
+    /// assert_eq!(new.open_successor(&sealed, &new.key()), None);
+    /// # Ok::<(), sessionkit::Error>(())
+    /// ```
+    pub fn seal_successor(&self, successor: &SessionId) -> [u8; 32] {
+        let mut out = self.seal_pad();
+        for (o, b) in out.iter_mut().zip(successor.0) {
+            *o ^= b;
+        }
+        out
+    }
+
+    /// Opens what [`SessionId::seal_successor`] sealed under this ID, if it names the session
+    /// filed under `expected` (so a wrong ID or altered bytes give `None`, never another ID).
+    pub fn open_successor(&self, sealed: &[u8; 32], expected: &Key) -> Option<SessionId> {
+        let mut bytes = self.seal_pad();
+        for (o, b) in bytes.iter_mut().zip(sealed) {
+            *o ^= b;
+        }
+        let id = SessionId(bytes);
+        let key = id.key();
+        bool::from(key.0.ct_eq(&expected.0)).then_some(id)
+    }
+
+    fn seal_pad(&self) -> [u8; 32] {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0).expect("any key length");
+        mac.update(b"sessionkit successor seal v1");
+        mac.finalize().into_bytes().into()
     }
 
     /// The textual form, written into `buf` without allocating.

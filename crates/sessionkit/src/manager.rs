@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, Weak};
 use http::HeaderMap;
 
 use crate::config::Config;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::id::Key;
 use crate::lifecycle::{same_session, Core, Outcome};
 use crate::metrics;
@@ -239,12 +239,8 @@ impl Manager {
     ///
     /// # Errors
     ///
-    /// [`Error::ReadOnly`] when `asking` came with a previous ID (grace window): holding an old
-    /// ID must not let anyone end the user's sessions. Store errors otherwise.
+    /// The store's error or a timeout.
     pub async fn revoke(&self, asking: &Session, handle: &str) -> Result<bool> {
-        if asking.is_read_only().await? {
-            return Err(Error::ReadOnly);
-        }
         let Some(user) = asking.user().await? else {
             return Ok(false);
         };
@@ -276,12 +272,8 @@ impl Manager {
     ///
     /// # Errors
     ///
-    /// [`Error::ReadOnly`] when `keep` came with a previous ID (grace window). Store errors
-    /// otherwise.
+    /// The store's error or a timeout.
     pub async fn revoke_all_except(&self, keep: &Session) -> Result<u64> {
-        if keep.is_read_only().await? {
-            return Err(Error::ReadOnly);
-        }
         let Some(user) = keep.user().await? else {
             return Ok(0);
         };

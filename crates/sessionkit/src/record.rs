@@ -202,9 +202,17 @@ pub struct Extra {
     pub device: Option<String>,
     /// A network prefix the app chose to record (e.g. `"203.0.113.0/24"`).
     pub ip_prefix: Option<String>,
-    /// Set on the short-lived alias left behind by a rotation with a grace window: the key of the
+    /// Set on the short-lived alias a rotation leaves under the old key: the key of the
     /// session's new home. Such a record carries no data of its own.
     pub successor: Option<Key>,
+    /// On an alias a request may still use (a periodic rotation's grace window): the
+    /// successor's ID sealed under the retired ID ([`SessionId::seal_successor`]), so that a
+    /// request presenting the retired ID is led to the current one while the store, which
+    /// never sees a raw ID, cannot open it. An alias without it (a privilege change's) leads
+    /// revocation to the session but serves no request.
+    ///
+    /// [`SessionId::seal_successor`]: crate::SessionId::seal_successor
+    pub sealed_successor: Option<[u8; 32]>,
 }
 
 /// A stored session.
@@ -320,14 +328,32 @@ impl Record {
         self.extra.as_ref().and_then(|e| e.successor.as_ref())
     }
 
-    /// The alias a rotation with a grace period leaves under the old key: created at `now`,
-    /// pointing at `successor`, and dead at `until` (idle and absolute deadline alike). Stores
-    /// serve it read-only so that requests racing the rotation still find the session; built in
-    /// one place so every store writes the same alias.
+    /// The alias a rotation leaves under the old key: created at `now`, pointing at
+    /// `successor`, and dead at `until` (idle and absolute deadline alike). Requests never use
+    /// it as a session; revocation and logout follow it, so a session that rotates while it is
+    /// being ended is ended under its new key too. Aliases have version 0, which no
+    /// compare-and-set ever expects.
+    ///
+    /// ```
+    /// use sessionkit::{Key, Record};
+    ///
+    /// let alias = Record::alias(Key([7; 32]), 1_000, 31_000);
+    /// assert_eq!(alias.successor(), Some(&Key([7; 32])));
+    /// assert!(alias.data.is_empty() && alias.user.is_none());
+    /// ```
     pub fn alias(successor: Key, now: Millis, until: Millis) -> Self {
         let mut alias = Self::new(now, until, until);
+        alias.version = 0;
         alias.extra_mut().successor = Some(successor);
         alias
+    }
+
+    /// The sealed successor ID of an alias a request may follow (see
+    /// [`Extra::sealed_successor`]).
+    pub fn sealed_successor(&self) -> Option<&[u8; 32]> {
+        self.extra
+            .as_ref()
+            .and_then(|e| e.sealed_successor.as_ref())
     }
 
     /// Mutable access to the out-of-line fields, creating them on first use.
@@ -360,7 +386,8 @@ impl Record {
             | (extra.and_then(|e| e.device.as_ref()).is_some() as u8) << 3
             | (extra.and_then(|e| e.ip_prefix.as_ref()).is_some() as u8) << 4
             | (successor.is_some() as u8) << 5
-            | ((self.handle != 0) as u8) << 6;
+            | ((self.handle != 0) as u8) << 6
+            | (extra.and_then(|e| e.sealed_successor.as_ref()).is_some() as u8) << 7;
         out.push(flags);
         let put_str = |out: &mut Vec<u8>, s: &str| {
             out.extend_from_slice(&(s.len() as u32).to_le_bytes());
@@ -387,6 +414,9 @@ impl Record {
         }
         if self.handle != 0 {
             out.extend_from_slice(&self.handle.to_le_bytes());
+        }
+        if let Some(sealed) = extra.and_then(|e| e.sealed_successor.as_ref()) {
+            out.extend_from_slice(sealed);
         }
         out.extend_from_slice(&(self.data.buf.len() as u32).to_le_bytes());
         out.extend_from_slice(&self.data.buf);
@@ -418,10 +448,8 @@ impl Record {
         let expires_at = r.i64()?;
         let absolute_expires_at = r.i64()?;
         let id_issued = r.i64()?;
+        // Every bit is taken: a new optional field needs a new `MAGIC`.
         let flags = r.take(1)?[0];
-        if flags >> 7 != 0 {
-            return Err(corrupt("unknown flags"));
-        }
         let user = if flags & 1 != 0 {
             Some(r.string()?)
         } else {
@@ -458,6 +486,9 @@ impl Record {
         } else {
             0
         };
+        if flags & 128 != 0 {
+            extra.sealed_successor = Some(r.take(32)?.try_into().unwrap());
+        }
         let dlen = r.u32()? as usize;
         let data = Data::from_packed(r.take(dlen)?.to_vec())?;
         if r.at != body.len() {

@@ -194,9 +194,7 @@ impl Session {
     pub async fn set_user(&self, user: Option<&str>, method: &str) -> Result<()> {
         let mut st = self.state().await?;
         let core = &self.inner.core;
-        let read_only = st.read_only();
-        if let (Some(name), false) = (user, read_only) {
-            // (A grace-window request's sign-in is ignored at finish, so it must not evict.)
+        if let Some(name) = user {
             let mine = st.current.as_ref().map(|c| c.key);
             core.make_room_for(name, mine.as_ref()).await?;
         }
@@ -288,13 +286,9 @@ impl Session {
     ///
     /// # Errors
     ///
-    /// [`Error::ReadOnly`] for a request through a previous ID inside its grace window: the live
-    /// session's token is never handed to a holder of an old ID. Store errors as for any load.
+    /// Store errors as for any load.
     pub async fn csrf_token(&self) -> Result<String> {
         let mut st = self.state().await?;
-        if st.read_only() {
-            return Err(Error::ReadOnly);
-        }
         if let Some(t) = &st.view.csrf {
             return Ok(t.clone());
         }
@@ -309,12 +303,7 @@ impl Session {
     /// A request through a previous ID (grace window) accepts nothing: it cannot change state.
     pub async fn verify_csrf(&self, candidate: &str) -> Result<bool> {
         let st = self.state().await?;
-        let csrf = if st.read_only() {
-            None
-        } else {
-            st.view.csrf.as_ref()
-        };
-        let ok = match csrf {
+        let ok = match st.view.csrf.as_ref() {
             Some(t) => {
                 t.len() == candidate.len() && bool::from(t.as_bytes().ct_eq(candidate.as_bytes()))
             }
@@ -333,17 +322,6 @@ impl Session {
     pub async fn id(&self) -> Result<Option<SessionId>> {
         let st = self.state().await?;
         Ok(st.current.as_ref().map(|c| c.id.clone()))
-    }
-
-    /// True if the request came with a previous ID inside its rotation grace window: it sees
-    /// the session, but nothing it changes is saved.
-    pub async fn is_read_only(&self) -> Result<bool> {
-        Ok(self
-            .state()
-            .await?
-            .current
-            .as_ref()
-            .is_some_and(|c| c.read_only))
     }
 
     /// True if this request resolved to no stored session (yet).

@@ -313,13 +313,13 @@ impl Store for Switchable {
         self.check()?;
         self.inner.touch(key, at, exp).await
     }
-    async fn rotate(&self, o: &Key, v: u64, n: &Key, r: &Record, g: Option<Millis>) -> Result<()> {
+    async fn rotate(&self, o: &Key, v: u64, n: &Key, r: &Record, a: Option<&Record>) -> Result<()> {
         self.check()?;
-        self.inner.rotate(o, v, n, r, g).await
+        self.inner.rotate(o, v, n, r, a).await
     }
-    async fn destroy(&self, key: &Key) -> Result<bool> {
+    async fn take(&self, key: &Key) -> Result<Option<Record>> {
         self.check()?;
-        self.inner.destroy(key).await
+        self.inner.take(key).await
     }
     async fn gc(&self, now: Millis, limit: usize) -> Result<usize> {
         self.check()?;

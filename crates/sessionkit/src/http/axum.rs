@@ -20,13 +20,11 @@ impl<S: Send + Sync> FromRequestParts<S> for Session {
 }
 
 impl IntoResponse for Error {
-    /// Store trouble is 503; a stored value of an unexpected type or a lost race is 409; a
-    /// change through a read-only previous ID is 403; anything else 500.
+    /// Store trouble is 503; a stored value of an unexpected type or a lost race is 409;
+    /// anything else 500.
     fn into_response(self) -> Response {
         let status = if self.is_unavailable() {
             StatusCode::SERVICE_UNAVAILABLE
-        } else if matches!(self, Error::ReadOnly) {
-            StatusCode::FORBIDDEN
         } else if matches!(self, Error::Value { .. } | Error::Conflict) {
             StatusCode::CONFLICT
         } else {

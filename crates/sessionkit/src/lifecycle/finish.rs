@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use super::{millis, Core, Current, State, ALIAS_LINGER, TOMBSTONE_ROTATIONS};
+use super::{millis, Core, Current, State, ALIAS_LINGER, CHASE_LINGER, TOMBSTONE_ROTATIONS};
 use crate::config::RetiredIdPolicy;
 use crate::error::{Error, Result};
 use crate::id::{Key, SessionId};
@@ -50,42 +50,29 @@ impl Core {
         let Some(current) = st.current.take() else {
             return self.create_new(st, now, forget).await;
         };
-        if current.read_only {
-            if !st.ops.is_empty() || st.cycle || st.destroy {
-                tracing::warn!(target: "sessionkit::suspicious", event = "grace_write",
-                    key = %current.key.short(), "write through a previous (grace window) id ignored");
-            }
-            return Ok(Outcome::Nothing);
-        }
         if st.destroy {
             // A concurrent request may have rotated the session since it was loaded: then the
-            // loaded key holds an alias, and the session lives on under its successor. End it
-            // there too, or a logout racing a rotation would leave the user signed in.
-            if let Some(alias) = self
-                .call("load", self.store.load(&current.key, now))
-                .await?
-                .and_then(|r| r.successor().copied())
-            {
-                if let Some((live, _)) = self.follow(alias, now).await? {
-                    if self.call("destroy", self.store.destroy(&live)).await? {
-                        metrics::destroyed(1);
-                    }
-                }
-            }
-            if self
-                .call("destroy", self.store.destroy(&current.key))
-                .await?
-            {
+            // loaded key holds an alias, and the session lives on under its successor. It is
+            // ended there too, or a logout racing a rotation would leave the user signed in.
+            if self.end_chain(current.key).await? {
                 metrics::destroyed(1);
             }
             return Ok(forget);
         }
+
         let periodic = self.config.rotate_after.is_some_and(|after| {
             current.base.signed_in && now.saturating_sub(current.base.id_issued) >= millis(after)
         });
         if st.ops.is_empty() && !st.cycle && !periodic {
             self.touch_if_due(&current, now).await?;
-            return Ok(Outcome::Nothing);
+            // Reached through a previous ID: hand over the current one.
+            return Ok(match current.moved {
+                true => Outcome::Issue {
+                    id: current.id,
+                    absolute_expires_at: current.base.absolute_expires_at,
+                },
+                false => Outcome::Nothing,
+            });
         }
         self.save_with_replay(st, current, periodic, now).await
     }
@@ -154,6 +141,10 @@ impl Core {
         // (cycle_id, set_user) kills it at once.
         let mut grace = (periodic && !st.cycle).then(|| self.retired_until(&st.view, now));
         let mut key = current.key;
+        // The ID of `key` while this request knows it, and whether the client lacks it (it
+        // came through a previous ID, or the session moved under it and was followed).
+        let mut id = Some(current.id);
+        let mut hand_over = current.moved;
         let mut version = current.base.version;
         // The record that won the last lost race, once there was one.
         let mut fresh: Option<Record> = None;
@@ -183,20 +174,38 @@ impl Core {
                 .min(record.absolute_expires_at);
             let outcome = if rotate {
                 record.id_issued = now;
-                let id = SessionId::generate()?;
+                let new_id = SessionId::generate()?;
+                let new_key = new_id.key();
+                // The old key keeps an alias: revocation follows it either way; only a
+                // periodic rotation's alias serves requests (its grace window), and only it
+                // carries the new ID, sealed under the old one.
+                let alias = match (grace, &id) {
+                    (Some(until), Some(old_id)) => {
+                        let mut alias = Record::alias(new_key, now, until);
+                        alias.extra_mut().sealed_successor = Some(old_id.seal_successor(&new_id));
+                        alias
+                    }
+                    _ => Record::alias(new_key, now, now.saturating_add(CHASE_LINGER)),
+                };
                 self.call(
                     "rotate",
-                    store.rotate(&key, version, &id.key(), &record, grace),
+                    store.rotate(&key, version, &new_key, &record, Some(&alias)),
                 )
                 .await
                 .map(|()| Outcome::Issue {
-                    id,
+                    id: new_id,
                     absolute_expires_at: record.absolute_expires_at,
                 })
             } else {
                 self.call("save", store.save(&key, &record, version))
                     .await
-                    .map(|()| Outcome::Nothing)
+                    .map(|()| match (hand_over, &id) {
+                        (true, Some(id)) => Outcome::Issue {
+                            id: id.clone(),
+                            absolute_expires_at: record.absolute_expires_at,
+                        },
+                        _ => Outcome::Nothing,
+                    })
             };
             st.view = record;
             match outcome {
@@ -224,11 +233,20 @@ impl Core {
                 backoff(attempt).await;
                 continue;
             };
-            // Rotated by a concurrent request while this one was in flight: follow the session
-            // to its new key so these writes are not lost. A periodic rotation is already done
-            // (the winner's); a privilege change still rotates the new key.
+            let Some(sealed) = winner.sealed_successor() else {
+                // A privilege change by a concurrent request (sign-in, cycle_id): what this
+                // request wrote was meant for the session before it and is not carried over.
+                return Ok(Outcome::Nothing);
+            };
+            // Periodically rotated by a concurrent request while this one was in flight:
+            // follow the session to its new key so these writes are not lost, and hand the
+            // new ID over too if it opens (the concurrent response carries it as well). The
+            // rotation is already done (the winner's); a privilege change still rotates the
+            // new key.
             rotate = st.cycle;
             grace = None;
+            id = id.and_then(|id| id.open_successor(sealed, &next));
+            hand_over = id.is_some();
             key = next;
             // Queue behind the new key's writers: keeping the old key's turn would leave this
             // request racing them un-queued while it backs off, and on a store with slow writes

@@ -53,6 +53,10 @@ const TOMBSTONE_ROTATIONS: i64 = 8;
 /// How many rotation aliases are followed to the live record (one more than a session keeps).
 const MAX_SUCCESSOR_HOPS: usize = TOMBSTONE_ROTATIONS as usize + 1;
 
+/// How long a privilege change's alias is kept: only revocation and logout follow it, and
+/// they are done within a few store calls; a minute covers slow stores and retries.
+const CHASE_LINGER: Millis = 60 * 1000;
+
 /// How long a rotation alias outlives its grace window, so that late use of the previous ID can
 /// be reported as possible hijacking rather than look like any unknown ID.
 const ALIAS_LINGER: Millis = 15 * 60 * 1000;
@@ -164,7 +168,7 @@ impl Core {
         others.sort_by_key(|(_, r)| r.last_access);
         let excess = others.len() + 1 - limit;
         for (key, _) in others.into_iter().take(excess) {
-            self.call("destroy", store.destroy(&key)).await?;
+            self.end_chain(key).await?;
         }
         Ok(())
     }
@@ -184,8 +188,16 @@ impl Core {
             return Ok(());
         };
         if let Some(next) = record.successor().copied() {
-            // A rotation alias: the request was in flight when the ID changed. Inside the grace
-            // window it may read the session's new home, never write to it; after it, the alias
+            let Some(sealed) = record.sealed_successor() else {
+                // A privilege change's alias: it only leads revocation to the session. The
+                // holder of the ID from before the change gets nothing (session fixation).
+                tracing::info!(target: "sessionkit::suspicious", event = "unknown_id", key = %key.short(),
+                    "session id retired by a privilege change");
+                return Ok(());
+            };
+            // A periodic rotation's alias: the request was in flight when the ID changed, or
+            // the browser applied an older Set-Cookie last. Inside the grace window it is the
+            // session (reads and writes) and is handed the current ID; after it, the alias
             // lingers only so that late use can be reported.
             if now
                 >= record
@@ -195,17 +207,16 @@ impl Core {
                 self.retired_id_used(&key, next).await?;
                 return Ok(());
             }
-            // The new home may itself have rotated since (rotation more often than the grace
-            // window): follow the chain, boundedly, to the live record.
-            let Some((next, target)) = self.follow(next, now).await? else {
+            let Some((current_id, next, target)) = self.open_chain(id, next, sealed, now).await?
+            else {
                 return Ok(());
             };
             tracing::debug!(key = %key.short(), "request used the previous id inside its grace window");
             st.current = Some(Current {
-                id: id.clone(),
+                id: current_id,
                 key: next,
                 base: Base::of(&target),
-                read_only: true,
+                moved: true,
             });
             st.view = target;
             return Ok(());
@@ -218,10 +229,43 @@ impl Core {
             id: id.clone(),
             key,
             base: Base::of(&record),
-            read_only: false,
+            moved: false,
         });
         st.view = record;
         Ok(())
+    }
+
+    /// The session a periodic rotation's alias leads to: its current ID (each alias opened with
+    /// the ID before it), key and record. The new home may itself have rotated since; the chain
+    /// is followed boundedly, and not through a privilege change's alias, which holds no sealed
+    /// ID: what was signed in after the holder's ID retired is not the holder's.
+    async fn open_chain(
+        &self,
+        id: &SessionId,
+        mut next: Key,
+        sealed: &[u8; 32],
+        now: Millis,
+    ) -> Result<Option<(SessionId, Key, Record)>> {
+        let Some(mut id) = id.open_successor(sealed, &next) else {
+            tracing::warn!(key = %id.key().short(), "rotation alias with a sealed successor that does not open");
+            return Ok(None);
+        };
+        for _ in 0..MAX_SUCCESSOR_HOPS {
+            let Some(r) = self.call("load", self.store.load(&next, now)).await? else {
+                return Ok(None);
+            };
+            let Some(further) = r.successor().copied() else {
+                return Ok(self.is_live(&r, now).then_some((id, next, r)));
+            };
+            match r
+                .sealed_successor()
+                .and_then(|s| id.open_successor(s, &further))
+            {
+                Some(opened) => (id, next) = (opened, further),
+                None => return Ok(None),
+            }
+        }
+        Ok(None)
     }
 
     /// The live record a chain of rotation aliases starting at `next` leads to, and its key.

@@ -73,8 +73,9 @@ pub(crate) struct Current {
     pub(crate) key: Key,
     /// What `finish` needs of the record as loaded; the record itself became the view.
     pub(crate) base: Base,
-    /// Loaded through a rotation alias inside its grace window: reads only.
-    pub(crate) read_only: bool,
+    /// Reached through a rotation alias inside its grace window: `id` is the session's
+    /// current ID, which the client does not have yet and must be given.
+    pub(crate) moved: bool,
 }
 
 /// The loaded record's compare-and-set version and the fields that decide whether `finish`
@@ -142,10 +143,5 @@ impl State {
         op.apply(&mut self.view)?;
         self.ops.push(op);
         Ok(())
-    }
-
-    /// True if the request resolved through a rotation alias inside its grace window.
-    pub(crate) fn read_only(&self) -> bool {
-        self.current.as_ref().is_some_and(|c| c.read_only)
     }
 }

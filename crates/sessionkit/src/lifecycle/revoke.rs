@@ -9,6 +9,11 @@ use crate::record::{now_millis, Record};
 /// How many list-and-end rounds a revocation makes at most.
 const REVOKE_PASSES: usize = 8;
 
+/// How many rotations `end_chain` follows a session through. Each hop is one store call
+/// against a full request's worth of work for every rotation it chases, so a session cannot
+/// rotate this often while it is being ended; the bound is against a corrupt cycle of aliases.
+const CHASE_HOPS: usize = 64;
+
 impl Core {
     /// Ends every session of `user`; returns how many.
     pub(crate) async fn revoke_user(&self, user: &str) -> Result<u64> {
@@ -40,9 +45,7 @@ impl Core {
             for (key, record) in list {
                 if select(&key, &record) {
                     found = true;
-                    if self.call("destroy", self.store.destroy(&key)).await? {
-                        ended += 1;
-                    }
+                    ended += self.end_chain(key).await? as u64;
                 }
             }
             if !found {
@@ -50,6 +53,26 @@ impl Core {
             }
         }
         Ok(ended)
+    }
+}
+
+impl Core {
+    /// Ends the session stored under `key`, wherever it has rotated to: each `take` is atomic,
+    /// so what it removed is either the session (and no rotation from that key can succeed
+    /// any more) or the alias a rotation left, naming the key to end next. True if a session
+    /// (not only aliases) was ended.
+    pub(crate) async fn end_chain(&self, mut key: Key) -> Result<bool> {
+        for _ in 0..CHASE_HOPS {
+            match self.call("destroy", self.store.take(&key)).await? {
+                None => return Ok(false),
+                Some(r) => match r.successor() {
+                    Some(next) => key = *next,
+                    None => return Ok(true),
+                },
+            }
+        }
+        tracing::warn!(key = %key.short(), "gave up following a session's rotations");
+        Ok(false)
     }
 }
 

@@ -259,7 +259,7 @@ fn move_record(
     expected_version: u64,
     new: &Key,
     record: &Record,
-    grace_until: Option<Millis>,
+    alias: Option<&Record>,
 ) -> Result<Record> {
     let now = record.last_access;
     match old_shard.live(old, now) {
@@ -275,8 +275,8 @@ fn move_record(
     }
     target.put(*new, record.clone());
     let prev = old_shard.take(old).expect("checked above");
-    if let Some(until) = grace_until {
-        old_shard.put(*old, Record::alias(*new, now, until));
+    if let Some(alias) = alias {
+        old_shard.put(*old, alias.clone());
     }
     Ok(prev)
 }
@@ -418,7 +418,7 @@ impl Store for MemoryStore {
         expected_version: u64,
         new: &Key,
         record: &Record,
-        grace_until: Option<Millis>,
+        alias: Option<&Record>,
     ) -> Result<()> {
         // The user index learns the new key first, so a `sessions_of` meanwhile finds the
         // session under one key or the other, never neither (revocation relies on it).
@@ -438,7 +438,7 @@ impl Store for MemoryStore {
             expected_version,
             new,
             record,
-            grace_until,
+            alias,
         );
         drop(to);
         drop(from);
@@ -457,12 +457,12 @@ impl Store for MemoryStore {
         }
     }
 
-    async fn destroy(&self, key: &Key) -> Result<bool> {
+    async fn take(&self, key: &Key) -> Result<Option<Record>> {
         let old = self.write(key).take(key);
         if let Some(old) = &old {
             self.index_user(old.user.as_deref(), key, false);
         }
-        Ok(old.is_some())
+        Ok(old)
     }
 
     async fn gc(&self, now: Millis, limit: usize) -> Result<usize> {

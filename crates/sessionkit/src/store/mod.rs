@@ -8,8 +8,10 @@
 //! - `save` is compare-and-set on the record version: it succeeds only if the stored version is
 //!   `expected_version`, and never re-creates a destroyed session ([`Error::Conflict`]).
 //! - `touch` moves `last_access`/`expires_at` without rewriting data or bumping the version.
-//! - `rotate` moves a session to a new key in one step: the old key dies (or, with a grace
-//!   deadline, becomes a read-only alias pointing at the new key until then).
+//! - `rotate` moves a session to a new key in one step: the old key dies or holds the alias the
+//!   caller gave (a [`Record::alias`] pointing at the new key) until the alias expires.
+//! - `take` deletes and returns in one step, so revocation can follow a session that rotates
+//!   while it is being ended.
 //! - `gc` removes at most `limit` expired records per call; its cost follows the number of expired
 //!   records, not the total.
 //! - `scan` pages through live records with an opaque cursor.
@@ -24,8 +26,8 @@
 //! # Adding a store
 //!
 //! 1. **The code**: `store/NAME.rs`, or `store/NAME/mod.rs` with helper files beside it once it
-//!    grows (see `redis/` and `sqlite/`). Implement [`Store`]; build rotation aliases with
-//!    [`Record::alias`]; if the store partitions keys, pick the partition with [`Key::shard`] (and
+//!    grows (see `redis/` and `sqlite/`). Implement [`Store`]; store the alias `rotate` is given as
+//!    any other record (encoded under the old key); if the store partitions keys, pick the partition with [`Key::shard`] (and
 //!    take two shard locks with `shards::lock_two`, in index order, never by hand); parse the URL
 //!    into [`Error::BadUrl`] (via [`Error::bad_url`], which redacts the password) for anything
 //!    wrong with the URL itself. A store that keeps bytes at rest also implements [`RawAccess`]
@@ -133,19 +135,30 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     async fn touch(&self, key: &Key, last_access: Millis, expires_at: Millis) -> Result<bool>;
 
     /// Moves the session at `old` (which must be at `expected_version`, else
-    /// [`Error::Conflict`]) to `new`, storing `record` there. Without `grace_until` the old key
-    /// is deleted; with it, the old key holds an alias ([`Record::successor`]) until then.
+    /// [`Error::Conflict`]) to `new`, storing `record` there, in one atomic step. Without
+    /// `alias` the old key is deleted; with it, the old key holds that record (a
+    /// [`Record::alias`] naming `new`) until its `expires_at`. An alias is never a
+    /// compare-and-set target: `save` and `rotate` at its key give [`Error::Conflict`].
     async fn rotate(
         &self,
         old: &Key,
         expected_version: u64,
         new: &Key,
         record: &Record,
-        grace_until: Option<Millis>,
+        alias: Option<&Record>,
     ) -> Result<()>;
 
-    /// Deletes the record under `key`; true if one was there.
-    async fn destroy(&self, key: &Key) -> Result<bool>;
+    /// Deletes the record under `key` and returns it, aliases and expired records included, in
+    /// one atomic step: `None` if nothing was there, or if what was there could not be decoded
+    /// (it is deleted all the same). Revocation relies on the atomicity: once `take` returned an
+    /// alias, its successor is where the session went, and once it returned a live record no
+    /// rotation from that key can succeed.
+    async fn take(&self, key: &Key) -> Result<Option<Record>>;
+
+    /// Deletes the record under `key`; true if one (that could be decoded) was there.
+    async fn destroy(&self, key: &Key) -> Result<bool> {
+        Ok(self.take(key).await?.is_some())
+    }
 
     /// Removes up to `limit` records expired at `now`; returns how many it removed.
     async fn gc(&self, now: Millis, limit: usize) -> Result<usize>;

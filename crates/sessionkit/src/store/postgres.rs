@@ -172,12 +172,14 @@ impl Sql {
                 "DELETE FROM {t} WHERE key = $1 AND version = $2 AND expires_at > $3 AND NOT alias"
             ),
             make_alias: format!(
-                "UPDATE {t} SET version = 1, expires_at = $4, last_access = $3, \
+                "UPDATE {t} SET version = 0, expires_at = $4, last_access = $3, \
                  absolute_expires_at = $4, user_name = NULL, alias = true, payload = $5 \
                  WHERE key = $1 AND version = $2 AND expires_at > $3 AND NOT alias"
             ),
             insert_new: insert,
-            destroy: format!("DELETE FROM {t} WHERE key = $1"),
+            destroy: format!(
+                "DELETE FROM {t} WHERE key = $1 RETURNING expires_at, last_access, payload"
+            ),
             gc: format!(
                 "DELETE FROM {t} WHERE key IN (SELECT key FROM {t} WHERE expires_at <= $1 \
                  ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED)"
@@ -517,14 +519,14 @@ impl Store for PostgresStore {
         expected_version: u64,
         new: &Key,
         r: &Record,
-        grace_until: Option<Millis>,
+        alias: Option<&Record>,
     ) -> Result<()> {
         let now = r.last_access;
         let expected = expected_version as i64;
         let mut client = self.client("rotate").await?;
         let tx = client.transaction().await.map_err(backend("rotate"))?;
         // The old row first: its row lock orders concurrent rotations and saves of one session.
-        let n = match grace_until {
+        let n = match alias {
             None => {
                 let stmt = tx
                     .prepare_cached(&self.sql.retire)
@@ -532,8 +534,8 @@ impl Store for PostgresStore {
                     .map_err(backend("rotate"))?;
                 tx.execute(&stmt, &[&&old.0[..], &expected, &now]).await
             }
-            Some(until) => {
-                let payload = Record::alias(*new, now, until).encode(old);
+            Some(alias) => {
+                let (until, payload) = (alias.expires_at, alias.encode(old));
                 let stmt = tx
                     .prepare_cached(&self.sql.make_alias)
                     .await
@@ -562,11 +564,11 @@ impl Store for PostgresStore {
         tx.commit().await.map_err(backend("rotate"))
     }
 
-    async fn destroy(&self, key: &Key) -> Result<bool> {
-        Ok(self
-            .exec("destroy", &self.sql.destroy, &[&&key.0[..]])
-            .await?
-            > 0)
+    async fn take(&self, key: &Key) -> Result<Option<Record>> {
+        let rows = self
+            .query("destroy", &self.sql.destroy, &[&&key.0[..]])
+            .await?;
+        Ok(rows.first().and_then(|row| Self::decode(key, row, 0)))
     }
 
     async fn gc(&self, now: Millis, limit: usize) -> Result<usize> {

@@ -119,12 +119,12 @@ mod tests {
             expected: u64,
             new: &Key,
             record: &Record,
-            grace: Option<Millis>,
+            alias: Option<&Record>,
         ) -> Result<()> {
-            self.0.rotate(old, expected, new, record, grace).await
+            self.0.rotate(old, expected, new, record, alias).await
         }
-        async fn destroy(&self, key: &Key) -> Result<bool> {
-            self.0.destroy(key).await
+        async fn take(&self, key: &Key) -> Result<Option<Record>> {
+            self.0.take(key).await
         }
         async fn gc(&self, now: Millis, limit: usize) -> Result<usize> {
             self.0.gc(now, limit).await

@@ -4,7 +4,7 @@
 use super::helpers::*;
 use super::Fixture;
 use crate::error::Error;
-use crate::record::now_millis;
+use crate::record::{now_millis, Record};
 
 /// `create` stores every field, refuses a live key ([`Error::Exists`], record untouched, exactly
 /// one winner among concurrent creators) and may reuse the key of an expired record.
@@ -141,12 +141,56 @@ pub async fn destroy_removes_the_record(fx: Fixture) {
             rb.version,
             &new,
             &next(&rb, now),
-            Some(now + MIN),
+            Some(&Record::alias(new, now, now + MIN)),
         )
         .await
         .expect("rotate");
     assert!(store.destroy(&bystander).await.expect("destroy alias"));
     assert_eq!(load(&store, &bystander, now).await, None);
     assert!(load(&store, &new, now).await.is_some());
+    assert_eq!(len(&store, now).await, 1);
+}
+
+/// `take` deletes and returns in one step: the whole record (user index updated), an alias with
+/// its successor and sealed successor (so revocation can follow a rotation), `None` for nothing.
+pub async fn take_returns_what_it_removed(fx: Fixture) {
+    let store = fx.store.clone();
+    assert_empty_store(&store).await;
+    let now = now_millis();
+    assert_eq!(store.take(&key()).await.expect("take unknown"), None);
+
+    let k = key();
+    let mut r = rich(now);
+    r.handle = 0x5eed;
+    let user = r.user.clone().expect("rich has a user");
+    store.create(&k, &r).await.expect("create");
+    assert_eq!(store.take(&k).await.expect("take").as_ref(), Some(&r));
+    assert_eq!(load(&store, &k, now).await, None);
+    assert!(
+        keys_of(&store, &user, now).await.is_empty(),
+        "index entry left"
+    );
+    assert_eq!(store.take(&k).await.expect("take again"), None);
+
+    // An alias comes back whole: the successor and the sealed ID it carries.
+    let (old, new) = (key(), key());
+    let r = live(now);
+    store.create(&old, &r).await.expect("create");
+    let mut alias = Record::alias(new, now, now + MIN);
+    alias.extra_mut().sealed_successor = Some([0xa5; 32]);
+    store
+        .rotate(&old, r.version, &new, &next(&r, now), Some(&alias))
+        .await
+        .expect("rotate");
+    let stored = load(&store, &old, now).await.expect("the alias loads");
+    assert_eq!(stored.sealed_successor(), Some(&[0xa5; 32]));
+    let taken = store
+        .take(&old)
+        .await
+        .expect("take alias")
+        .expect("an alias");
+    assert_eq!(taken.successor(), Some(&new));
+    assert_eq!(taken.sealed_successor(), Some(&[0xa5; 32]));
+    assert!(load(&store, &new, now).await.is_some(), "the session stays");
     assert_eq!(len(&store, now).await, 1);
 }

@@ -257,13 +257,14 @@ pub async fn len_counts_live_sessions_only(fx: Fixture) {
     // A rotation with grace: one session, one alias. Live and expired records sit next to
     // the alias (see `sibling`) so that miscounting it shows.
     let (k5, r5) = keys[5].clone();
+    let k5_new = key();
     store
         .rotate(
             &k5,
             r5.version,
-            &key(),
+            &k5_new,
             &next(&r5, now),
-            Some(now + 20 * SEC),
+            Some(&Record::alias(k5_new, now, now + 20 * SEC)),
         )
         .await
         .expect("rotate");

@@ -224,3 +224,87 @@ fn cookie_of(_manager: &Manager, out: &crate::SessionHeaders) -> HeaderMap {
     h.insert(COOKIE, HeaderValue::from_str(&pair).expect("header value"));
     h
 }
+
+/// Revocation cannot be dodged by rotating: while two sessions of a user change their ID on
+/// every request (one signs in again each time, a privilege change; one writes with periodic
+/// rotation due each time), "end all other sessions" from a third ends both, and neither
+/// comes back. Before revocation followed rotations through their aliases, a session that
+/// rotated between the listing and the delete survived, and the user was told it was ended.
+pub async fn revocation_ends_a_session_that_keeps_rotating(fx: Fixture) {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::Duration;
+    let config = Config::builder()
+        .rotate_after(Duration::from_millis(1))
+        .rotation_grace(Duration::from_millis(500))
+        .build()
+        .expect("config");
+    let manager = Manager::new(fx.store.clone(), config).expect("manager");
+    for round in 0..4 {
+        let user = unique_user("dodger");
+        let keep = signed_in(&manager, &user).await;
+        let rotations = Arc::new([AtomicU32::new(0), AtomicU32::new(0)]);
+        let dodgers: Vec<_> = [true, false]
+            .into_iter()
+            .map(|sign_in_again| {
+                let (manager, user, rotations) = (manager.clone(), user.clone(), rotations.clone());
+                let mine = sign_in_again as usize;
+                tokio::spawn(async move {
+                    let mut headers = signed_in(&manager, &user).await;
+                    for _ in 0..20_000 {
+                        let s = manager.start(&headers);
+                        if s.user().await.expect("user").is_none() {
+                            return true;
+                        }
+                        if sign_in_again {
+                            s.set_user(Some(&user), "again").await.expect("set_user");
+                        } else {
+                            s.insert("w", 1u8).await.expect("insert");
+                        }
+                        let out = manager.finish(&s).await.expect("finish");
+                        if out.set_cookie().is_some() {
+                            headers = cookie_of(&manager, &out);
+                            rotations[mine].fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    false
+                })
+            })
+            .collect();
+        // Revoke while both are rotating.
+        for _ in 0..2000 {
+            if rotations.iter().all(|r| r.load(Ordering::Relaxed) >= 3) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let asking = manager.start(&keep);
+        let ended = manager
+            .revoke_all_except(&asking)
+            .await
+            .expect("revoke_all_except");
+        assert!(
+            ended >= 2,
+            "round {round}: told {ended} sessions were ended"
+        );
+        for d in join_all(dodgers).await {
+            assert!(d, "round {round}: a rotating session survived revocation");
+        }
+        let left = manager
+            .sessions_of(&user, Some(&asking))
+            .await
+            .expect("list");
+        assert_eq!(left.len(), 1, "round {round}: {left:?}");
+        assert!(
+            left[0].current,
+            "round {round}: only the asking session is left"
+        );
+        manager.revoke_all(&user).await.expect("clean up");
+    }
+}
+
+/// Signs `user` in on a new session; the request headers that carry it.
+async fn signed_in(manager: &Manager, user: &str) -> HeaderMap {
+    let s = manager.start(&HeaderMap::new());
+    s.set_user(Some(user), "test").await.expect("set_user");
+    cookie_of(manager, &manager.finish(&s).await.expect("finish"))
+}

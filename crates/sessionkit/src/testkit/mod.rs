@@ -205,6 +205,7 @@ macro_rules! __conformance_list {
             rotation::rotate_with_grace_leaves_alias,
             rotation::rotate_conflicts_move_nothing,
             crud::destroy_removes_the_record,
+            crud::take_returns_what_it_removed,
             expiry::gc_removes_expired_in_bounded_batches,
             expiry::len_counts_live_sessions_only,
             scan::scan_visits_every_live_record_once,
@@ -217,6 +218,7 @@ macro_rules! __conformance_list {
             manager::concurrent_updates_through_manager_are_exact,
             manager::writer_in_flight_during_destroy_never_resurrects,
             manager::a_retired_id_used_late_ends_its_users_sessions,
+            manager::revocation_ends_a_session_that_keeps_rotating,
         );
     };
 }

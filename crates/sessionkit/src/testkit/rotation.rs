@@ -5,7 +5,7 @@ use super::helpers::*;
 use super::Fixture;
 use crate::error::Error;
 use crate::id::Key;
-use crate::record::now_millis;
+use crate::record::{now_millis, Record};
 
 /// `rotate` without grace moves the session in one step: the old key is dead for load, save and
 /// the user index; the new key holds the given record.
@@ -65,7 +65,13 @@ pub async fn rotate_with_grace_leaves_alias(fx: Fixture) {
     store.create(&old, &r).await.expect("create");
     let moved = set(next(&r, now), "n", "1");
     store
-        .rotate(&old, r.version, &new, &moved, Some(grace))
+        .rotate(
+            &old,
+            r.version,
+            &new,
+            &moved,
+            Some(&Record::alias(new, now, grace)),
+        )
         .await
         .expect("rotate with grace");
     // A live session right beside the alias.
@@ -155,9 +161,11 @@ pub async fn rotate_conflicts_move_nothing(fx: Fixture) {
     let r2 = next(&r, now);
     store.save(&old, &r2, 1).await.expect("save");
 
-    for grace in [None, Some(now + 30 * SEC)] {
+    for alias in [None, Some(Record::alias(new, now, now + 30 * SEC))] {
         expect_conflict(
-            store.rotate(&old, 1, &new, &next(&r2, now), grace).await,
+            store
+                .rotate(&old, 1, &new, &next(&r2, now), alias.as_ref())
+                .await,
             "rotate at a stale version",
         );
         assert_eq!(

@@ -41,7 +41,13 @@ pub async fn scan_visits_every_live_record_once(fx: Fixture) {
     let moved = next(&r0, now);
     let k1 = key();
     store
-        .rotate(&k0, r0.version, &k1, &moved, Some(now + MIN))
+        .rotate(
+            &k0,
+            r0.version,
+            &k1,
+            &moved,
+            Some(&Record::alias(k1, now, now + MIN)),
+        )
         .await
         .expect("rotate");
     want.remove(&k0);

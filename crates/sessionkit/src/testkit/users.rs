@@ -2,7 +2,7 @@
 
 use super::helpers::*;
 use super::Fixture;
-use crate::record::{now_millis, Millis};
+use crate::record::{now_millis, Millis, Record};
 
 /// `sessions_of` lists exactly the live, non-alias records of a user, oldest first, and follows
 /// `create`, `save` (changing the user), `rotate`, `destroy` and `gc`.
@@ -61,7 +61,13 @@ pub async fn user_index_follows_every_write(fx: Fixture) {
         .expect("rotate");
     let k7 = key();
     store
-        .rotate(&k3, r3.version, &k7, &next(&r3, now), Some(now + MIN))
+        .rotate(
+            &k3,
+            r3.version,
+            &k7,
+            &next(&r3, now),
+            Some(&Record::alias(k7, now, now + MIN)),
+        )
         .await
         .expect("rotate with grace");
     assert_eq!(keys_of(&store, &ua, now).await, vec![k6]);
@@ -159,9 +165,9 @@ pub async fn sessions_of_never_misses_a_rotating_session(fx: Fixture) {
                 let now = now_millis();
                 let new = key();
                 let moved = next(&record, now);
-                let grace = (i % 2 == 0).then_some(now + MIN);
+                let alias = (i % 2 == 0).then(|| Record::alias(new, now, now + MIN));
                 store
-                    .rotate(&at, record.version, &new, &moved, grace)
+                    .rotate(&at, record.version, &new, &moved, alias.as_ref())
                     .await
                     .expect("rotate");
                 (at, record) = (new, moved);

@@ -204,7 +204,9 @@ pub async fn rotation(s: &dyn Store) {
     // With grace: the old key becomes a read-only alias naming the new one.
     let r3 = next(&r2, 2);
     let until = now_millis() + 30_000;
-    s.rotate(&b, 2, &c, &r3, Some(until)).await.unwrap();
+    s.rotate(&b, 2, &c, &r3, Some(&Record::alias(c, 2, until)))
+        .await
+        .unwrap();
     let alias = s.load(&b, now_millis()).await.unwrap().unwrap();
     assert_eq!(alias.successor(), Some(&c));
     assert!(alias.data.is_empty());
@@ -264,7 +266,7 @@ pub async fn listing_and_gc(s: &dyn Store) {
         1,
         &target,
         &next(&base, 1),
-        Some(now_millis() + 30_000),
+        Some(&Record::alias(target, 1, now_millis() + 30_000)),
     )
     .await
     .unwrap();

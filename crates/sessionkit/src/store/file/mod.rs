@@ -182,18 +182,18 @@ impl Store for FileStore {
         expected_version: u64,
         new: &Key,
         record: &Record,
-        grace_until: Option<Millis>,
+        alias: Option<&Record>,
     ) -> Result<()> {
-        let (old, new, record) = (*old, *new, record.clone());
+        let (old, new, record, alias) = (*old, *new, record.clone(), alias.cloned());
         self.run("rotate", move |s| {
-            s.rotate(&old, expected_version, &new, &record, grace_until)
+            s.rotate(&old, expected_version, &new, &record, alias.as_ref())
         })
         .await
     }
 
-    async fn destroy(&self, key: &Key) -> Result<bool> {
+    async fn take(&self, key: &Key) -> Result<Option<Record>> {
         let key = *key;
-        self.run("destroy", move |s| s.destroy(&key)).await
+        self.run("destroy", move |s| s.take(&key)).await
     }
 
     async fn gc(&self, now: Millis, limit: usize) -> Result<usize> {

@@ -315,7 +315,7 @@ impl Inner {
         expected_version: u64,
         new: &Key,
         record: &Record,
-        grace_until: Option<Millis>,
+        alias: Option<&Record>,
     ) -> Result<()> {
         // Both shards, in index order, so two rotations (in any processes) cannot deadlock.
         let _locks = crate::store::shards::lock_two(old.shard(), new.shard(), |i| self.lock(i))?;
@@ -343,9 +343,9 @@ impl Inner {
             self.link(u, new, "rotate")?;
         }
         self.write(new, record, "rotate")?;
-        match grace_until {
-            Some(until) => {
-                self.write(old, &Record::alias(*new, now, until), "rotate")?;
+        match alias {
+            Some(alias) => {
+                self.write(old, alias, "rotate")?;
             }
             None => {
                 self.remove(old, "rotate")?;
@@ -357,14 +357,14 @@ impl Inner {
         Ok(())
     }
 
-    pub(super) fn destroy(&self, key: &Key) -> Result<bool> {
+    pub(super) fn take(&self, key: &Key) -> Result<Option<Record>> {
         let _g = self.lock(key.shard())?;
-        let cur = self.read(key, "destroy")?;
-        let was = self.remove(key, "destroy")?;
-        if let Read::Found(Record { user: Some(u), .. }) = &cur {
+        let cur = self.read(key, "destroy")?.record();
+        self.remove(key, "destroy")?;
+        if let Some(Record { user: Some(u), .. }) = &cur {
             self.unlink(u, key);
         }
-        Ok(was)
+        Ok(cur)
     }
 
     pub(super) fn gc(&self, now: Millis, limit: usize) -> Result<usize> {

@@ -72,7 +72,7 @@ use crate::id::Key;
 use crate::record::{Millis, Record};
 
 use conn::{as_bytes, as_i64, as_int, as_string, parse_scan, status_user, Conn};
-use scripts::{alias_record, expire_arg, record_args, scripts, Scripts};
+use scripts::{expire_arg, record_args, scripts, Scripts};
 
 mod conn;
 mod scripts;
@@ -570,15 +570,13 @@ impl Store for RedisStore {
         expected_version: u64,
         new: &Key,
         record: &Record,
-        grace_until: Option<Millis>,
+        alias: Option<&Record>,
     ) -> Result<()> {
         let now = record.last_access;
-        let grace = grace_until
-            .map(|g| g.to_string().into_bytes())
+        let grace = alias
+            .map(|a| a.expires_at.to_string().into_bytes())
             .unwrap_or_default();
-        let alias = grace_until
-            .map(|g| alias_record(old, new, now, g))
-            .unwrap_or_default();
+        let alias = alias.map(|a| a.encode(old)).unwrap_or_default();
         let old_user = if !self.is_cluster() || old.shard() == new.shard() {
             self.index_add(record.user.as_deref(), new, record).await?;
             let mut keys = self.keys3(old).to_vec();
@@ -647,7 +645,7 @@ impl Store for RedisStore {
         Ok(())
     }
 
-    async fn destroy(&self, key: &Key) -> Result<bool> {
+    async fn take(&self, key: &Key) -> Result<Option<Record>> {
         let v = self
             .eval(
                 &self.scripts.destroy,
@@ -656,11 +654,21 @@ impl Store for RedisStore {
                 "destroy",
             )
             .await?;
-        let (n, user) = status_user(v, "destroy")?;
+        // {deleted, user, e, l, d}: the fields `read_record` decodes follow the status.
+        let Value::Array(mut reply) = v else {
+            return Err(conn::bad_reply("destroy"));
+        };
+        let mut fields = reply.split_off(reply.len().min(2));
+        let (n, user) = status_user(Value::Array(reply), "destroy")?;
         if let Some(u) = user {
             self.index_remove(&u, key).await?;
         }
-        Ok(n > 0)
+        if n == 0 {
+            return Ok(None);
+        }
+        // Expired records are returned too: `Millis::MIN` as "now".
+        fields.extend([Value::Nil, Value::Nil]);
+        Ok(Self::read_record(key, Value::Array(fields), Millis::MIN).map(|(r, _, _)| r))
     }
 
     async fn gc(&self, now: Millis, limit: usize) -> Result<usize> {

@@ -31,10 +31,6 @@ pub(super) fn expire_arg(at: Millis) -> Vec<u8> {
     at.clamp(1, 1_000_000_000_000_000).to_string().into_bytes()
 }
 
-pub(super) fn alias_record(old: &Key, new: &Key, now: Millis, until: Millis) -> Vec<u8> {
-    Record::alias(*new, now, until).encode(old)
-}
-
 pub(super) struct Script {
     pub(super) code: String,
     pub(super) sha: String,

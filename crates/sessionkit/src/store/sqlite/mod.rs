@@ -433,9 +433,9 @@ impl Store for SqliteStore {
         expected_version: u64,
         new: &Key,
         record: &Record,
-        grace_until: Option<Millis>,
+        alias: Option<&Record>,
     ) -> Result<()> {
-        let (old, new, record) = (*old, *new, record.clone());
+        let (old, new, record, alias) = (*old, *new, record.clone(), alias.cloned());
         self.write("rotate", move |conn| {
             let now = record.last_access;
             // Atomic: the writer runs this inside a savepoint of its group transaction.
@@ -462,9 +462,9 @@ impl Store for SqliteStore {
                 return Err(Error::Exists);
             }
             put(tx, &new, &record).map_err(db("rotate"))?;
-            match grace_until {
-                Some(until) => {
-                    put(tx, &old, &Record::alias(new, now, until)).map_err(db("rotate"))?;
+            match &alias {
+                Some(alias) => {
+                    put(tx, &old, alias).map_err(db("rotate"))?;
                 }
                 None => {
                     tx.prepare_cached("DELETE FROM sessions WHERE key = ?1")
@@ -478,15 +478,21 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn destroy(&self, key: &Key) -> Result<bool> {
+    async fn take(&self, key: &Key) -> Result<Option<Record>> {
         let key = *key;
         self.write("destroy", move |conn| {
-            let n = conn
-                .prepare_cached("DELETE FROM sessions WHERE key = ?1")
+            let row: Option<(Vec<u8>, i64, Millis, Millis)> = conn
+                .prepare_cached(
+                    "DELETE FROM sessions WHERE key = ?1
+                     RETURNING payload, version, last_access, expires_at",
+                )
                 .map_err(db("destroy"))?
-                .execute(params![&key.0[..]])
+                .query_row(params![&key.0[..]], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })
+                .optional()
                 .map_err(db("destroy"))?;
-            Ok(n > 0)
+            Ok(row.and_then(|(payload, v, l, e)| decode_row(&key, &payload, v, l, e)))
         })
         .await
     }
