@@ -10,9 +10,10 @@ use std::time::Duration;
 use sessionkit::SessionId;
 use support::*;
 
+on_both_frameworks! {
 #[tokio::test]
-async fn sessions_list_and_revoke_others() {
-    let app = App::memory().await;
+async fn sessions_list_and_revoke_others(fw) {
+    let app = App::memory(fw).await;
     // Two browsers sign in as the same user.
     let (a0, t) = new_session(app.addr).await;
     let a = login(app.addr, &a0, &t, "carol").await;
@@ -62,6 +63,7 @@ async fn sessions_list_and_revoke_others() {
         1
     );
 }
+}
 
 fn rotating_config(after_ms: u64, grace_ms: u64) -> sessionkit::Config {
     let mut c = demo_config();
@@ -70,9 +72,11 @@ fn rotating_config(after_ms: u64, grace_ms: u64) -> sessionkit::Config {
     c
 }
 
+on_both_frameworks! {
 #[tokio::test]
-async fn previous_id_is_read_only_in_the_grace_window_then_dead() {
+async fn previous_id_is_read_only_in_the_grace_window_then_dead(fw) {
     let app = App::start(
+        fw,
         Arc::new(sessionkit::MemoryStore::new()),
         rotating_config(300, 600),
     )
@@ -105,16 +109,20 @@ async fn previous_id_is_read_only_in_the_grace_window_then_dead() {
     assert_eq!(get(app.addr, "/whoami", Some(&old)).await.body, "");
     assert_eq!(get(app.addr, "/whoami", Some(&new)).await.body, "erin");
 }
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rotation_under_concurrency_loses_no_request_and_no_data() {
-    rotation_under_concurrency(Arc::new(sessionkit::MemoryStore::new())).await;
 }
 
+on_both_frameworks! {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_under_concurrency_loses_no_request_and_no_data(fw) {
+    rotation_under_concurrency(fw, Arc::new(sessionkit::MemoryStore::new())).await;
+}
+}
+
+on_both_frameworks! {
 /// The same on every other store: rotation is a compare-and-set of its own there (one script
 /// on Redis, two steps across hash slots on a Cluster, one transaction on SQLite and Postgres).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rotation_under_concurrency_on_every_durable_and_shared_store() {
+async fn rotation_under_concurrency_on_every_durable_and_shared_store(fw) {
     let dir = tempfile::tempdir().unwrap();
     let tag = SessionId::generate().unwrap().key().short();
     let redis = std::env::var("SESSIONKIT_REDIS_URL")
@@ -142,7 +150,7 @@ async fn rotation_under_concurrency_on_every_durable_and_shared_store() {
             }
         };
         eprintln!("== {url}");
-        rotation_under_concurrency(store).await;
+        rotation_under_concurrency(fw, store).await;
         if url.starts_with("redis") {
             let redis = sessionkit::store::redis::RedisStore::open(&url)
                 .await
@@ -161,12 +169,13 @@ async fn rotation_under_concurrency_on_every_durable_and_shared_store() {
         .stderr(std::process::Stdio::null())
         .status();
 }
+}
 
-async fn rotation_under_concurrency(store: Arc<dyn sessionkit::Store>) {
+async fn rotation_under_concurrency(fw: Framework, store: Arc<dyn sessionkit::Store>) {
     // With the theft detector on: a browser that follows the protocol never trips it.
     let mut config = rotating_config(40, 2000);
     config.on_retired_id = sessionkit::RetiredIdPolicy::RevokeUser;
-    let app = App::start(store, config).await;
+    let app = App::start(fw, store, config).await;
     let (anon, t) = new_session(app.addr).await;
     let first = login(app.addr, &anon, &t, "frank").await;
     // Shared cookie jar: every client switches to the newest cookie it has seen.
@@ -225,12 +234,13 @@ async fn rotation_under_concurrency(store: Arc<dyn sessionkit::Store>) {
     );
 }
 
+on_both_frameworks! {
 #[tokio::test]
-async fn tampered_signed_cookies_never_reach_the_store() {
+async fn tampered_signed_cookies_never_reach_the_store(fw) {
     let store = Arc::new(Switchable::default());
     let mut config = demo_config();
     config.signing_keys = vec![sessionkit::SigningKey::generate().unwrap()];
-    let app = App::start(store.clone(), config).await;
+    let app = App::start(fw, store.clone(), config).await;
     let (cookie, _) = new_session(app.addr).await;
     assert_eq!(cookie.len(), 87, "signed cookie is <id>.<mac>");
     assert_eq!(
@@ -267,13 +277,16 @@ async fn tampered_signed_cookies_never_reach_the_store() {
         "3"
     );
 }
+}
 
+on_both_frameworks! {
 /// Someone holding a previous ID inside its grace window (a copied cookie, a stale tab) can
 /// read, but cannot end the user's sessions: both revoke endpoints answer 403, the alias is
 /// never handed the live session's CSRF token, and every session survives.
 #[tokio::test]
-async fn a_grace_alias_cannot_log_the_user_out_anywhere() {
+async fn a_grace_alias_cannot_log_the_user_out_anywhere(fw) {
     let app = App::start(
+        fw,
         Arc::new(sessionkit::MemoryStore::new()),
         rotating_config(200, 5000),
     )
@@ -311,12 +324,15 @@ async fn a_grace_alias_cannot_log_the_user_out_anywhere() {
     assert_eq!(get(app.addr, "/whoami", Some(&new)).await.body, "gus");
     assert_eq!(get(app.addr, "/whoami", Some(&other)).await.body, "gus");
 }
+}
 
+on_both_frameworks! {
 /// A session's handle is the same before and after its ID rotates, so "End" on the devices
 /// page still ends it; a handle that names no session says so (404) instead of pretending.
 #[tokio::test]
-async fn device_handles_survive_rotation_and_unknown_ones_are_reported() {
+async fn device_handles_survive_rotation_and_unknown_ones_are_reported(fw) {
     let app = App::start(
+        fw,
         Arc::new(sessionkit::MemoryStore::new()),
         rotating_config(150, 100),
     )
@@ -368,12 +384,14 @@ async fn device_handles_survive_rotation_and_unknown_ones_are_reported() {
     assert_eq!(get(app.addr, "/whoami", Some(&other)).await.body, "");
     assert_eq!(get(app.addr, "/whoami", Some(&me)).await.body, "hana");
 }
+}
 
+on_both_frameworks! {
 /// The demo's redirects carry their message: "Signed in as NAME" once after login (the next
 /// page shows it, the one after does not), "Signed out" after logout.
 #[tokio::test]
-async fn login_and_logout_say_so_once_after_their_redirects() {
-    let app = App::memory().await;
+async fn login_and_logout_say_so_once_after_their_redirects(fw) {
+    let app = App::memory(fw).await;
     let (anon, t) = new_session(app.addr).await;
     let me = login(app.addr, &anon, &t, "ida").await;
     let home = get(app.addr, "/", Some(&me)).await;
@@ -397,12 +415,14 @@ async fn login_and_logout_say_so_once_after_their_redirects() {
     let page = get(app.addr, "/?signed-out", None).await;
     assert!(page.body.contains(">Signed out</p>"));
 }
+}
 
+on_both_frameworks! {
 /// The devices page names what a user recognises: the browser and system from the User-Agent
 /// and the network the session signed in from (here loopback's /24).
 #[tokio::test]
-async fn devices_show_the_browser_and_the_network() {
-    let app = App::memory().await;
+async fn devices_show_the_browser_and_the_network(fw) {
+    let app = App::memory(fw).await;
     let (anon, t) = new_session(app.addr).await;
     let firefox =
         "User-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
@@ -424,14 +444,17 @@ async fn devices_show_the_browser_and_the_network() {
     let list = get(app.addr, "/sessions", Some(&me)).await.body;
     assert!(list.contains("\"device\":\"Firefox on Linux\""), "{list}");
 }
+}
 
+on_both_frameworks! {
 /// `X-Forwarded-For` names the network only with `--trust-forwarded-for` (any client can send
 /// the header), and then its last entry (the one the proxy added); without it the peer address
 /// is used.
 #[tokio::test]
-async fn forwarded_for_is_used_only_when_trusted() {
+async fn forwarded_for_is_used_only_when_trusted(fw) {
     for trust in [false, true] {
         let app = App::start_with(
+            fw,
             Arc::new(sessionkit::MemoryStore::new()),
             demo_config(),
             sessionkit_cli::demo::DemoOptions {
@@ -463,12 +486,14 @@ async fn forwarded_for_is_used_only_when_trusted() {
         assert!(page.contains(expected), "trust={trust}: {page}");
     }
 }
+}
 
+on_both_frameworks! {
 /// `serve --on-retired-id revoke-user`: a cookie copied before the real browser's ID rotated,
 /// used after the grace window, logs the user out everywhere (the thief included).
 #[tokio::test]
-async fn a_copied_cookie_used_after_rotation_ends_the_users_sessions() {
-    let server = Server::start(&[
+async fn a_copied_cookie_used_after_rotation_ends_the_users_sessions(fw) {
+    let server = Server::start_on(fw, &[
         "--store",
         "memory://",
         "--rotate-after",
@@ -501,4 +526,5 @@ async fn a_copied_cookie_used_after_rotation_ends_the_users_sessions() {
         "and ended the user's sessions"
     );
     assert_eq!(get(addr, "/whoami", Some(&laptop)).await.body, "");
+}
 }
