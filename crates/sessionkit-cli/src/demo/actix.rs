@@ -172,8 +172,8 @@ fn form<const N: usize>(
     req: &HttpRequest,
     body: &[u8],
     names: [&str; N],
-) -> Result<[String; N], HttpResponse> {
-    pages::form_fields(header_str(req, "content-type"), body, names).map_err(respond)
+) -> Result<[String; N], Reply> {
+    pages::form_fields(header_str(req, "content-type"), body, names)
 }
 
 async fn healthz(manager: web::Data<Manager>) -> HttpResponse {
@@ -196,7 +196,7 @@ async fn login(
 ) -> HttpResponse {
     let [username] = match form(&req, &body, ["username"]) {
         Ok(fields) => fields,
-        Err(refused) => return refused,
+        Err(refused) => return respond(refused),
     };
     let client = pages::Client::new(
         options.trust_forwarded_for,
@@ -223,7 +223,7 @@ async fn revoke_one(
 ) -> HttpResponse {
     match form(&req, &body, ["handle"]) {
         Ok([handle]) => page(pages::revoke_one(&manager, &session, &handle).await),
-        Err(refused) => refused,
+        Err(refused) => respond(refused),
     }
 }
 

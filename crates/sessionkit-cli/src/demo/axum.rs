@@ -124,8 +124,8 @@ fn form<const N: usize>(
     headers: &HeaderMap,
     body: &Bytes,
     names: [&str; N],
-) -> Result<[String; N], Response> {
-    pages::form_fields(header_str(headers, "content-type"), body, names).map_err(respond)
+) -> Result<[String; N], Reply> {
+    pages::form_fields(header_str(headers, "content-type"), body, names)
 }
 
 async fn count(session: Session) -> Response {
@@ -140,7 +140,7 @@ async fn login(session: Session, parts: Parts, body: Bytes) -> Response {
     let headers = &parts.headers;
     let [username] = match form(headers, &body, ["username"]) {
         Ok(fields) => fields,
-        Err(refused) => return refused,
+        Err(refused) => return respond(refused),
     };
     let trust = parts
         .extensions
@@ -179,7 +179,7 @@ async fn revoke_one(
 ) -> Response {
     match form(&headers, &body, ["handle"]) {
         Ok([handle]) => page(pages::revoke_one(&manager, &session, &handle).await),
-        Err(refused) => refused,
+        Err(refused) => respond(refused),
     }
 }
 
