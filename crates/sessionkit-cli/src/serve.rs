@@ -7,9 +7,6 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::http::header;
-use axum::response::IntoResponse;
-use axum::routing::get;
 use clap::Args;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use sessionkit::{Config, Manager};
@@ -62,6 +59,9 @@ pub struct ServeArgs {
     /// `X-Forwarded-For`: only behind a proxy that sets it, since any client can send it.
     #[arg(long)]
     pub trust_forwarded_for: bool,
+    /// The web framework to serve the demo on (the same pages and HTTP contract on both).
+    #[arg(long, value_enum, default_value = "axum")]
+    pub framework: demo::Framework,
 }
 
 /// `--on-retired-id`: the CLI's names for [`sessionkit::RetiredIdPolicy`].
@@ -138,55 +138,84 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", args.addr))?;
     let local = listener.local_addr()?;
-    let mut app = demo::app_with(
-        manager.clone(),
-        demo::DemoOptions {
-            trust_forwarded_for: args.trust_forwarded_for,
-        },
-    );
-    let mut metrics_at = None;
-    if let Some(handle) = metrics {
-        let metrics = axum::Router::new().route("/metrics", get(move || render(handle.clone())));
-        match args.metrics_addr {
-            None => app = app.merge(metrics),
-            Some(addr) => {
-                let listener = tokio::net::TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("binding the metrics listener {addr}"))?;
-                metrics_at = Some(listener.local_addr()?);
+    let options = demo::DemoOptions {
+        trust_forwarded_for: args.trust_forwarded_for,
+    };
+    // Metrics on the app's port, or on a listener of their own.
+    let (metrics_here, metrics_apart) = match (metrics, args.metrics_addr) {
+        (Some(handle), Some(addr)) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the metrics listener {addr}"))?;
+            (None, Some((handle, listener)))
+        }
+        (handle, _) => (handle, None),
+    };
+    let metrics_at = match &metrics_apart {
+        Some((_, listener)) => Some(listener.local_addr()?),
+        None => None,
+    };
+    let announce = || {
+        // Tests and scripts read this line to find the port.
+        println!("sessionkit demo listening on http://{local}");
+        if let Some(at) = metrics_at {
+            // The second line: the app's address stays the first thing printed.
+            println!("sessionkit metrics listening on http://{at}");
+        }
+    };
+    match args.framework {
+        demo::Framework::Axum => {
+            let mut app = demo::app_with(manager.clone(), options);
+            if let Some(handle) = metrics_here {
+                app = app.merge(demo::axum::metrics(handle));
+            }
+            if let Some((handle, listener)) = metrics_apart {
+                let metrics = demo::axum::metrics(handle);
                 tokio::spawn(async move {
                     if let Err(e) = axum::serve(listener, metrics).await {
                         tracing::error!(error = %e, "metrics listener failed");
                     }
                 });
             }
+            announce();
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(shutdown_signal())
+            .await?;
+        }
+        demo::Framework::Actix => {
+            let server =
+                demo::actix::server(manager.clone(), options, metrics_here, listener.into_std()?)?;
+            let metrics_server = match metrics_apart {
+                Some((handle, listener)) => {
+                    Some(demo::actix::metrics_server(handle, listener.into_std()?)?)
+                }
+                None => None,
+            };
+            let handles: Vec<_> = std::iter::once(server.handle())
+                .chain(metrics_server.as_ref().map(|s| s.handle()))
+                .collect();
+            if let Some(metrics_server) = metrics_server {
+                tokio::spawn(async move {
+                    if let Err(e) = metrics_server.await {
+                        tracing::error!(error = %e, "metrics listener failed");
+                    }
+                });
+            }
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                for handle in handles {
+                    handle.stop(true).await;
+                }
+            });
+            announce();
+            server.await?;
         }
     }
-    // Tests and scripts read this line to find the port.
-    println!("sessionkit demo listening on http://{local}");
-    if let Some(at) = metrics_at {
-        // The second line: the app's address stays the first thing printed.
-        println!("sessionkit metrics listening on http://{at}");
-    }
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await?;
     manager.shutdown().await;
     Ok(())
-}
-
-async fn render(handle: PrometheusHandle) -> axum::response::Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        handle.render(),
-    )
-        .into_response()
 }
 
 async fn shutdown_signal() {

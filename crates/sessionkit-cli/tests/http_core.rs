@@ -11,9 +11,10 @@ use std::time::Duration;
 use sessionkit::SessionId;
 use support::*;
 
+on_both_frameworks! {
 #[tokio::test]
-async fn first_visit_counts_one_and_sets_a_secure_cookie() {
-    let app = App::memory().await;
+async fn first_visit_counts_one_and_sets_a_secure_cookie(fw) {
+    let app = App::memory(fw).await;
     let r = get(app.addr, "/count", None).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.body.trim(), "1");
@@ -40,10 +41,12 @@ async fn first_visit_counts_one_and_sets_a_secure_cookie() {
     let rec = app.record(&cookie).await.unwrap();
     assert_eq!(rec.data.get("count"), Some("2"));
 }
+}
 
+on_both_frameworks! {
 #[tokio::test]
-async fn made_up_cookies_are_never_adopted() {
-    let app = App::memory().await;
+async fn made_up_cookies_are_never_adopted(fw) {
+    let app = App::memory(fw).await;
     let made_up = SessionId::generate().unwrap().to_string();
     for _ in 0..3 {
         let r = get(app.addr, "/count", Some(&made_up)).await;
@@ -67,10 +70,12 @@ async fn made_up_cookies_are_never_adopted() {
         3
     );
 }
+}
 
+on_both_frameworks! {
 #[tokio::test]
-async fn login_rotates_the_id_and_kills_the_old_one() {
-    let app = App::memory().await;
+async fn login_rotates_the_id_and_kills_the_old_one(fw) {
+    let app = App::memory(fw).await;
     let (anon, csrf) = new_session(app.addr).await;
     let authed = login(app.addr, &anon, &csrf, "alice").await;
     assert_ne!(authed, anon);
@@ -84,10 +89,12 @@ async fn login_rotates_the_id_and_kills_the_old_one() {
     assert_eq!(get(app.addr, "/whoami", Some(&anon)).await.body, "");
     assert_eq!(get(app.addr, "/count", Some(&anon)).await.body.trim(), "1");
 }
+}
 
+on_both_frameworks! {
 #[tokio::test]
-async fn logout_destroys_the_session_and_clears_the_cookie() {
-    let app = App::memory().await;
+async fn logout_destroys_the_session_and_clears_the_cookie(fw) {
+    let app = App::memory(fw).await;
     let (anon, csrf) = new_session(app.addr).await;
     let authed = login(app.addr, &anon, &csrf, "bob").await;
     let csrf = get(app.addr, "/whoami", Some(&authed)).await.csrf();
@@ -110,10 +117,12 @@ async fn logout_destroys_the_session_and_clears_the_cookie() {
     assert!(app.record(&authed).await.is_none());
     assert_eq!(get(app.addr, "/whoami", Some(&authed)).await.body, "");
 }
+}
 
+on_both_frameworks! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn logout_racing_with_traffic_never_resurrects_the_session() {
-    let app = App::memory().await;
+async fn logout_racing_with_traffic_never_resurrects_the_session(fw) {
+    let app = App::memory(fw).await;
     for round in 0..20 {
         let (anon, csrf) = new_session(app.addr).await;
         let cookie = login(app.addr, &anon, &csrf, &format!("racer{round}")).await;
@@ -160,10 +169,12 @@ async fn logout_racing_with_traffic_never_resurrects_the_session() {
         );
     }
 }
+}
 
+on_both_frameworks! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pipelined_concurrent_counts_are_exact() {
-    let app = App::memory().await;
+async fn pipelined_concurrent_counts_are_exact(fw) {
+    let app = App::memory(fw).await;
     for round in 0..10 {
         let (cookie, _) = new_session(app.addr).await;
         let req = build("GET", "/count", Some(&cookie), &[], "");
@@ -184,13 +195,15 @@ async fn pipelined_concurrent_counts_are_exact() {
         assert_eq!(rec.data.get("count"), Some("401"), "round {round}");
     }
 }
+}
 
+on_both_frameworks! {
 #[tokio::test]
-async fn idle_timeout_is_enforced() {
+async fn idle_timeout_is_enforced(fw) {
     let mut config = demo_config();
     config.idle_timeout = Duration::from_millis(400);
     config.touch_interval = Some(Duration::from_millis(40));
-    let app = App::start(Arc::new(sessionkit::MemoryStore::new()), config).await;
+    let app = App::start(fw, Arc::new(sessionkit::MemoryStore::new()), config).await;
     let (cookie, _) = new_session(app.addr).await;
     // Activity within the idle window keeps it alive (touches slide the deadline).
     for n in 2..=4 {
@@ -205,13 +218,15 @@ async fn idle_timeout_is_enforced() {
     assert_eq!(r.body.trim(), "1", "idle session must expire");
     assert_ne!(r.cookie().unwrap(), cookie);
 }
+}
 
+on_both_frameworks! {
 #[tokio::test]
-async fn absolute_timeout_is_enforced_despite_activity() {
+async fn absolute_timeout_is_enforced_despite_activity(fw) {
     let mut config = demo_config();
     config.idle_timeout = Duration::from_secs(60);
     config.absolute_timeout = Duration::from_millis(700);
-    let app = App::start(Arc::new(sessionkit::MemoryStore::new()), config).await;
+    let app = App::start(fw, Arc::new(sessionkit::MemoryStore::new()), config).await;
     let (cookie, _) = new_session(app.addr).await;
     let mut last = 1;
     for _ in 0..6 {
@@ -231,10 +246,12 @@ async fn absolute_timeout_is_enforced_despite_activity() {
     );
     assert!(app.record(&cookie).await.is_none());
 }
+}
 
+on_both_frameworks! {
 #[tokio::test]
-async fn hostile_cookie_headers_never_cause_5xx_or_hangs() {
-    let app = App::memory().await;
+async fn hostile_cookie_headers_never_cause_5xx_or_hangs(fw) {
+    let app = App::memory(fw).await;
     let valid = new_session(app.addr).await.0;
     let big10 = format!("Cookie: x={}", "a".repeat(10 * 1024));
     let big64 = format!("Cookie: __Host-id={}", "b".repeat(64 * 1024));
@@ -322,10 +339,12 @@ async fn hostile_cookie_headers_never_cause_5xx_or_hangs() {
     let n: u64 = r.body.trim().parse().unwrap();
     assert!(n >= 2, "the valid session kept its count ({n})");
 }
+}
 
+on_both_frameworks! {
 #[tokio::test]
-async fn posts_without_the_right_csrf_token_are_refused() {
-    let app = App::memory().await;
+async fn posts_without_the_right_csrf_token_are_refused(fw) {
+    let app = App::memory(fw).await;
     let (mine, my_token) = new_session(app.addr).await;
     let (_, other_token) = new_session(app.addr).await;
     let bad = [
@@ -381,10 +400,12 @@ async fn posts_without_the_right_csrf_token_are_refused() {
     .unwrap();
     assert_eq!(r.status, 303);
 }
+}
 
+on_both_frameworks! {
 #[tokio::test]
-async fn every_response_carries_a_csrf_token_and_health_is_ok() {
-    let app = App::memory().await;
+async fn every_response_carries_a_csrf_token_and_health_is_ok(fw) {
+    let app = App::memory(fw).await;
     let r = get(app.addr, "/", None).await;
     assert_eq!(r.status, 200);
     assert!(r.body.contains("csrf_token"));
@@ -394,12 +415,14 @@ async fn every_response_carries_a_csrf_token_and_health_is_ok() {
     assert_eq!(h.status, 200);
     assert!(h.header("x-csrf-token").is_none());
 }
+}
 
+on_both_frameworks! {
 /// Probes, scanners and typos create no session: health checks, 404s and 405s store nothing,
 /// and send no cookie (before, each one stored a session).
 #[tokio::test]
-async fn health_checks_and_unknown_paths_create_no_session() {
-    let app = App::memory().await;
+async fn health_checks_and_unknown_paths_create_no_session(fw) {
+    let app = App::memory(fw).await;
     for i in 0..750 {
         let h = get(app.addr, "/healthz", None).await;
         assert_eq!(h.status, 200);
@@ -420,12 +443,14 @@ async fn health_checks_and_unknown_paths_create_no_session() {
         .unwrap();
     assert_eq!(stored, 0);
 }
+}
 
+on_both_frameworks! {
 /// Refusals carry the CSRF token too, so a client refused for a missing token (even on its
 /// very first request, a POST) learns the right one: 403 and 413 both.
 #[tokio::test]
-async fn refused_posts_carry_the_csrf_token() {
-    let app = App::memory().await;
+async fn refused_posts_carry_the_csrf_token(fw) {
+    let app = App::memory(fw).await;
     let first = post(app.addr, "/login", None, "username=ann").await;
     assert_eq!(first.status, 403);
     let token = first.csrf();
@@ -453,12 +478,14 @@ async fn refused_posts_carry_the_csrf_token() {
     .await;
     assert_eq!(ok.status, 303);
 }
+}
 
+on_both_frameworks! {
 /// Every page that shows the session says `Cache-Control: no-store` and `Vary: Cookie`, on
 /// requests that send no cookie back as well.
 #[tokio::test]
-async fn per_user_pages_are_never_cacheable() {
-    let app = App::memory().await;
+async fn per_user_pages_are_never_cacheable(fw) {
+    let app = App::memory(fw).await;
     let (anon, t) = new_session(app.addr).await;
     let cookie = login(app.addr, &anon, &t, "bo").await;
     for path in ["/", "/whoami", "/sessions", "/devices", "/count"] {
@@ -472,12 +499,14 @@ async fn per_user_pages_are_never_cacheable() {
         );
     }
 }
+}
 
+on_both_frameworks! {
 /// A user name must look like what it is: invisible, bidi-control and separator characters are
 /// refused with 400.
 #[tokio::test]
-async fn user_names_with_invisible_characters_are_refused() {
-    let app = App::memory().await;
+async fn user_names_with_invisible_characters_are_refused(fw) {
+    let app = App::memory(fw).await;
     for name in [
         "%E2%80%8B",
         "ad%E2%80%8Bmin",
@@ -501,11 +530,13 @@ async fn user_names_with_invisible_characters_are_refused() {
         );
     }
 }
+}
 
+on_both_frameworks! {
 #[tokio::test]
-async fn a_failing_store_gives_503_without_cookies_then_recovers() {
+async fn a_failing_store_gives_503_without_cookies_then_recovers(fw) {
     let store = Arc::new(Switchable::default());
-    let app = App::start(store.clone(), demo_config()).await;
+    let app = App::start(fw, store.clone(), demo_config()).await;
     let (cookie, _) = new_session(app.addr).await;
     store.down.store(true, Ordering::SeqCst);
     for c in [None, Some(cookie.as_str())] {
@@ -524,4 +555,5 @@ async fn a_failing_store_gives_503_without_cookies_then_recovers() {
         get(app.addr, "/count", Some(&cookie)).await.body.trim(),
         "2"
     );
+}
 }

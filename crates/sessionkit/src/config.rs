@@ -175,7 +175,8 @@ pub struct Config {
     pub touch_interval: Option<Duration>,
     /// Give signed-in sessions a new ID once their current one is this old (default: never).
     pub rotate_after: Option<Duration>,
-    /// How long the previous ID keeps working, read-only, after a periodic rotation (30 s).
+    /// How long the previous ID keeps working after a periodic rotation (30 s): a request
+    /// through it is the session, and is handed the current ID.
     pub rotation_grace: Duration,
     /// Every store call fails with a timeout error after this long (default 5 s).
     pub store_timeout: Duration,

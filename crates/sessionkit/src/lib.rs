@@ -2,7 +2,8 @@
 //!
 //! The browser holds only an unguessable ID; the data lives in a [`Store`] (memory, file,
 //! SQLite, Redis, Postgres, chosen by URL with [`store::open`]). A [`Manager`] applies the
-//! cookie and timeout policy, a [`SessionLayer`] wires it into tower/axum, and each handler gets
+//! cookie and timeout policy, a [`SessionLayer`] wires it into tower/axum (or, with the `actix`
+//! feature, `SessionMiddleware` into actix-web), and each handler gets
 //! a [`Session`] with typed values.
 //!
 //! ```no_run
@@ -37,7 +38,7 @@
 //! A request flows one way through the crate; each module only uses those below it:
 //!
 //! ```text
-//! http (tower layer, axum extractor)
+//! http (tower layer, axum extractor, actix-web middleware and extractor)
 //!  └─ manager   Manager: start / finish, GC task, user-level operations (list, revoke)
 //!      ├─ session    Session: the per-request handle; logs operations, loads lazily
 //!      │   └─ lifecycle  load, liveness, the operation log, finish (create / touch / save
@@ -60,6 +61,7 @@
 //! | feature | what it adds |
 //! | --- | --- |
 //! | `axum` (default) | the [`Session`] extractor for axum |
+//! | `actix` | `SessionMiddleware` and the [`Session`] extractor for actix-web 4 (see [`http`]) |
 //! | `sqlite` | `sqlite://path.db` (SQLite compiled in) |
 //! | `file` | `file:///dir`, one file per session |
 //! | `redis` | `redis://` and `redis+cluster://` |
@@ -91,6 +93,8 @@ pub use config::{
     UserLimitPolicy,
 };
 pub use error::{BoxError, Error, Result};
+#[cfg(feature = "actix")]
+pub use http::{SessionExt, SessionMiddleware, SessionMiddlewareService};
 pub use http::{SessionLayer, SessionService};
 pub use id::{Key, SessionId, ID_LEN};
 pub use lifecycle::flash::{Flash, FlashLevel};

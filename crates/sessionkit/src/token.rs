@@ -85,16 +85,7 @@ impl SessionHeaders {
     /// Adds the headers to a response's header map (`Cache-Control` replaces the app's: a
     /// session-dependent page must not be stored, whatever the handler said).
     pub fn apply_to(self, headers: &mut HeaderMap) {
-        if self.is_empty() {
-            return;
-        }
-        if let Some(name) = &self.vary {
-            headers.append(VARY, Self::vary_value(name).clone());
-        }
-        if let Some((name, value)) = self.token {
-            headers.append(name, value);
-        }
-        headers.insert(CACHE_CONTROL, NO_STORE.clone());
+        crate::http::apply(&self, headers);
     }
 }
 

@@ -148,19 +148,48 @@ pub async fn revoke_others_ends_the_other_browser(first: SocketAddr, second: Soc
     assert_eq!(get(first, "/whoami", Some(&a)).await.body, user);
 }
 
-/// The demo app served in-process on a free loopback port.
+pub use sessionkit_cli::demo::Framework;
+
+/// One test body, run on both frameworks: `on_both_frameworks! { #[tokio::test] async fn
+/// name(fw) { .. } }` makes the tests `name::axum` and `name::actix`, each with `fw` set.
+#[macro_export]
+macro_rules! on_both_frameworks {
+    ($(#[$attr:meta])* async fn $name:ident($fw:ident) $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            $(#[$attr])*
+            async fn axum() {
+                let $fw = Framework::Axum;
+                $body
+            }
+
+            $(#[$attr])*
+            async fn actix() {
+                let $fw = Framework::Actix;
+                $body
+            }
+        }
+    };
+}
+
+/// The demo app served in-process on a free loopback port, on one of the frameworks.
 pub struct App {
     pub addr: SocketAddr,
     pub manager: Manager,
     task: tokio::task::JoinHandle<()>,
+    /// Stops the actix-web server (its workers are threads of their own).
+    actix: Option<actix_web::dev::ServerHandle>,
 }
 
 impl App {
-    pub async fn start(store: Arc<dyn Store>, config: Config) -> App {
-        Self::start_with(store, config, Default::default()).await
+    pub async fn start(fw: Framework, store: Arc<dyn Store>, config: Config) -> App {
+        Self::start_with(fw, store, config, Default::default()).await
     }
 
     pub async fn start_with(
+        fw: Framework,
         store: Arc<dyn Store>,
         config: Config,
         options: sessionkit_cli::demo::DemoOptions,
@@ -168,20 +197,38 @@ impl App {
         let manager = Manager::new(store, config).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let app = sessionkit_cli::demo::app_with(manager.clone(), options);
-        let task = tokio::spawn(async move {
-            let app = app.into_make_service_with_connect_info::<SocketAddr>();
-            axum::serve(listener, app).await.unwrap();
-        });
+        let (task, actix) = match fw {
+            Framework::Axum => {
+                let app = sessionkit_cli::demo::app_with(manager.clone(), options);
+                let task = tokio::spawn(async move {
+                    let app = app.into_make_service_with_connect_info::<SocketAddr>();
+                    axum::serve(listener, app).await.unwrap();
+                });
+                (task, None)
+            }
+            Framework::Actix => {
+                let server = sessionkit_cli::demo::actix::server(
+                    manager.clone(),
+                    options,
+                    None,
+                    listener.into_std().unwrap(),
+                )
+                .unwrap();
+                let handle = server.handle();
+                let task = tokio::spawn(async move { server.await.unwrap() });
+                (task, Some(handle))
+            }
+        };
         App {
             addr,
             manager,
             task,
+            actix,
         }
     }
 
-    pub async fn memory() -> App {
-        Self::start(Arc::new(sessionkit::MemoryStore::new()), demo_config()).await
+    pub async fn memory(fw: Framework) -> App {
+        Self::start(fw, Arc::new(sessionkit::MemoryStore::new()), demo_config()).await
     }
 
     /// The stored record of a cookie value, if any.
@@ -197,7 +244,11 @@ impl App {
 
 impl Drop for App {
     fn drop(&mut self) {
-        self.task.abort();
+        match &self.actix {
+            // The stop command is sent at once; the server task then winds the workers down.
+            Some(handle) => drop(handle.stop(false)),
+            None => self.task.abort(),
+        }
     }
 }
 
@@ -247,6 +298,15 @@ impl Server {
             addr,
             stdout,
         }
+    }
+
+    /// `serve` on `fw` with `args`.
+    pub fn start_on(fw: Framework, args: &[&str]) -> Server {
+        let fw = match fw {
+            Framework::Axum => "axum",
+            Framework::Actix => "actix",
+        };
+        Server::start(&[&["--framework", fw], args].concat())
     }
 
     /// The next line the server prints.

@@ -9,13 +9,15 @@ use crate::error::Error;
 use crate::session::Session;
 
 impl<S: Send + Sync> FromRequestParts<S> for Session {
-    type Rejection = (StatusCode, &'static str);
+    type Rejection = (StatusCode, String);
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        parts.extensions.get::<Session>().cloned().ok_or((
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "sessionkit: SessionLayer is missing from this route",
-        ))
+        parts.extensions.get::<Session>().cloned().ok_or_else(|| {
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                super::missing_layer("SessionLayer"),
+            )
+        })
     }
 }
 
@@ -23,14 +25,6 @@ impl IntoResponse for Error {
     /// Store trouble is 503; a stored value of an unexpected type or a lost race is 409;
     /// anything else 500.
     fn into_response(self) -> Response {
-        let status = if self.is_unavailable() {
-            StatusCode::SERVICE_UNAVAILABLE
-        } else if matches!(self, Error::Value { .. } | Error::Conflict) {
-            StatusCode::CONFLICT
-        } else {
-            StatusCode::INTERNAL_SERVER_ERROR
-        };
-        tracing::warn!(error = %self, "session error");
-        (status, "session unavailable").into_response()
+        (super::report_error(&self), super::ERROR_BODY).into_response()
     }
 }

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use http::{Request, Response, StatusCode};
+use http::{Request, Response};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -76,9 +76,9 @@ where
         Box::pin(async move {
             let mut response = inner.call(req).await?;
             match manager.finish(&session).await {
-                Ok(headers) => headers.apply_to(response.headers_mut()),
+                Ok(headers) => super::apply(&headers, response.headers_mut()),
                 Err(e) => {
-                    tracing::warn!(error = %e, "session could not be saved; answering 503");
+                    super::report_unsaved(&e);
                     response = unavailable();
                 }
             }
@@ -89,7 +89,7 @@ where
 
 fn unavailable<B: Default>() -> Response<B> {
     let mut r = Response::new(B::default());
-    *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    *r.status_mut() = super::UNSAVED_STATUS;
     r.headers_mut().insert(
         http::header::CACHE_CONTROL,
         http::HeaderValue::from_static("no-store"),

@@ -1,5 +1,5 @@
-//! Contract tests of `rotate`: the old key dies or becomes a read-only alias until the grace
-//! deadline, and a lost compare-and-set moves nothing.
+//! Contract tests of `rotate`: the old key dies or holds the alias it was given until the
+//! alias expires, and a lost compare-and-set moves nothing.
 
 use super::helpers::*;
 use super::Fixture;

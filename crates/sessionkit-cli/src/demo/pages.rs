@@ -1,117 +1,126 @@
-//! The demo web app behind `sessionkit serve`: a visit counter, login/logout, "who am I", and
-//! the user's active sessions, all on one [`Manager`]. Its HTTP contract is written down in
-//! `docs/HTTP.md` at the repository root (the tests depend on it): every response of a session
-//! carries `X-CSRF-Token`, refusals included; a POST without the matching token (form field
-//! `csrf_token` or header `X-CSRF-Token`) is refused with 403; probes and 404s are outside the
-//! session layer and never create a session.
+//! The demo's pages, written once for both frameworks: what every route answers, the CSRF rule
+//! of every POST and the headers of every session response. The adapters (`super::axum`,
+//! `super::actix`) only turn requests into these functions' arguments and [`Reply`]s into
+//! responses; session errors are returned as they are, for the library's own error responses
+//! of each framework.
 
-use axum::body::{to_bytes, Body};
-use axum::extract::{Form, Request, State};
-use axum::http::{header, HeaderValue, Method, StatusCode};
-use axum::middleware::{self, Next};
-use axum::response::{Html, IntoResponse, Redirect, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use serde::Deserialize;
-use sessionkit::{FlashLevel, Manager, Session, SessionLayer};
+use std::net::IpAddr;
+
+use sessionkit::{FlashLevel, Manager, Session};
 
 /// Largest POST body the demo reads (forms here are tiny).
-const MAX_FORM: usize = 16 * 1024;
+pub const MAX_FORM: usize = 16 * 1024;
 
-/// Settings of the demo beyond the manager's.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct DemoOptions {
-    /// Take the client's address from the last `X-Forwarded-For` entry, the one the proxy in
-    /// front appended (behind a proxy that sets it); otherwise the peer address is used and
-    /// the header ignored, since any client can send it.
-    pub trust_forwarded_for: bool,
+/// A page's outcome result: a reply, or a session error for the framework's error response.
+pub type PageResult = Result<Reply, sessionkit::Error>;
+
+/// A framework-neutral response: status, content type, body, and the `Location` of a redirect.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reply {
+    /// The status code.
+    pub status: u16,
+    /// The `Content-Type` (every reply has a body, if only an empty one).
+    pub content_type: &'static str,
+    /// The body.
+    pub body: String,
+    /// The `Location` header of a redirect.
+    pub location: Option<&'static str>,
 }
 
-/// The demo app's routes, wrapped in the session layer, with default options.
-pub fn app(manager: Manager) -> Router {
-    app_with(manager, DemoOptions::default())
-}
+const TEXT: &str = "text/plain; charset=utf-8";
 
-/// The demo app with `options`. Serve it with
-/// `into_make_service_with_connect_info::<SocketAddr>()` so the devices page can show the
-/// client's network.
-pub fn app_with(manager: Manager, options: DemoOptions) -> Router {
-    Router::new()
-        .route("/", get(home))
-        .route("/count", get(count))
-        .route("/whoami", get(whoami))
-        .route("/login", post(login))
-        .route("/logout", post(logout))
-        .route("/sessions", get(sessions_json))
-        .route("/devices", get(devices_page))
-        .route("/sessions/revoke", post(revoke_one))
-        .route("/sessions/revoke-others", post(revoke_others))
-        .layer(middleware::from_fn(csrf))
-        .layer(SessionLayer::new(manager.clone()))
-        .layer(axum::Extension(options))
-        // Added after the layers, so outside them: probes, scanners and typos never load or
-        // create a session.
-        .route("/healthz", get(healthz))
-        .fallback(not_found)
-        .with_state(manager)
-}
-
-async fn not_found() -> Response {
-    (StatusCode::NOT_FOUND, "not found\n").into_response()
-}
-
-/// Checks the CSRF token of every POST and adds `X-CSRF-Token` to every response, refusals
-/// (403, 413) included: a client refused for a missing token learns the right one.
-async fn csrf(session: Session, req: Request, next: Next) -> Response {
-    let mut resp = if req.method() == Method::POST {
-        match check_csrf(&session, req).await {
-            Ok(req) => next.run(req).await,
-            Err(resp) => resp,
+impl Reply {
+    /// A plain-text reply.
+    pub fn text(status: u16, body: impl Into<String>) -> Self {
+        Self {
+            status,
+            content_type: TEXT,
+            body: body.into(),
+            location: None,
         }
-    } else {
-        next.run(req).await
-    };
+    }
+
+    /// A 200 HTML page.
+    fn html(body: String) -> Self {
+        Self {
+            content_type: "text/html; charset=utf-8",
+            ..Self::text(200, body)
+        }
+    }
+
+    /// A 200 JSON document.
+    fn json(body: String) -> Self {
+        Self {
+            content_type: "application/json",
+            ..Self::text(200, body)
+        }
+    }
+
+    /// 303 See Other to `location`, with `body` as its text.
+    fn see_other(location: &'static str, body: impl Into<String>) -> Self {
+        Self {
+            location: Some(location),
+            ..Self::text(303, body)
+        }
+    }
+
+    /// The Prometheus text exposition of `/metrics`.
+    pub fn metrics(text: String) -> Self {
+        Self {
+            content_type: "text/plain; version=0.0.4; charset=utf-8",
+            ..Self::text(200, text)
+        }
+    }
+}
+
+/// 404 for anything that is not a page (outside the session layer).
+pub fn not_found() -> Reply {
+    Reply::text(404, "not found\n")
+}
+
+/// 413 for a POST body over [`MAX_FORM`] (the session's headers still follow).
+pub fn too_large() -> Reply {
+    Reply::text(413, "form too large")
+}
+
+/// What a POST needs before its handler runs: the token from the `X-CSRF-Token` header or the
+/// form's `csrf_token` field must match the session's. `None` to go on, or the refusal (403).
+pub async fn refuse_without_csrf(
+    session: &Session,
+    header_token: Option<&str>,
+    body: &[u8],
+) -> Result<Option<Reply>, sessionkit::Error> {
+    let form_token = form_urlencoded_field(body, "csrf_token");
+    let candidate = header_token
+        .map(str::to_owned)
+        .or(form_token)
+        .unwrap_or_default();
+    Ok((!session.verify_csrf(&candidate).await?)
+        .then(|| Reply::text(403, "missing or wrong CSRF token")))
+}
+
+/// The headers every response of a session carries besides the library's, given its status:
+/// `X-CSRF-Token` (refusals included, so a client refused for a missing token learns the right
+/// one).
+pub async fn session_headers(session: &Session, status: u16) -> Vec<(&'static str, String)> {
+    let mut headers = Vec::with_capacity(1);
     // A wrong method on a real route (a probe's GET /login) is as good as a 404: it must not
     // mint a token, which would store a session.
-    let refused = matches!(
-        resp.status(),
-        StatusCode::METHOD_NOT_ALLOWED | StatusCode::NOT_FOUND
-    );
+    let refused = matches!(status, 404 | 405);
     // A store failure here is reported by the session layer (503); the header is just omitted.
     if !refused {
-        if let Ok(token) = csrf_for_page(&session).await {
-            if let Ok(v) = HeaderValue::from_str(&token) {
-                if !token.is_empty() {
-                    resp.headers_mut().insert("x-csrf-token", v);
-                }
+        if let Ok(token) = csrf_for_page(session).await {
+            if !token.is_empty() {
+                headers.push(("x-csrf-token", token));
             }
         }
     }
-    resp
+    headers
 }
 
 /// The CSRF token for a page's forms.
 async fn csrf_for_page(session: &Session) -> Result<String, sessionkit::Error> {
     session.csrf_token().await
-}
-
-async fn check_csrf(session: &Session, req: Request) -> Result<Request, Response> {
-    let header_token = req
-        .headers()
-        .get("x-csrf-token")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let (parts, body) = req.into_parts();
-    let bytes = to_bytes(body, MAX_FORM)
-        .await
-        .map_err(|_| (StatusCode::PAYLOAD_TOO_LARGE, "form too large").into_response())?;
-    let form_token = form_urlencoded_field(&bytes, "csrf_token");
-    let candidate = header_token.or(form_token).unwrap_or_default();
-    match session.verify_csrf(&candidate).await {
-        Ok(true) => Ok(Request::from_parts(parts, Body::from(bytes))),
-        Ok(false) => Err((StatusCode::FORBIDDEN, "missing or wrong CSRF token").into_response()),
-        Err(e) => Err(e.into_response()),
-    }
 }
 
 fn form_urlencoded_field(body: &[u8], name: &str) -> Option<String> {
@@ -120,60 +129,82 @@ fn form_urlencoded_field(body: &[u8], name: &str) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
-async fn count(session: Session) -> Result<String, sessionkit::Error> {
+/// A POST's form, as a form extractor reads it: `application/x-www-form-urlencoded` (else
+/// 415) with every field in `names` (else 422), in that order.
+pub fn form_fields<const N: usize>(
+    content_type: Option<&str>,
+    body: &[u8],
+    names: [&str; N],
+) -> Result<[String; N], Reply> {
+    let is_form = content_type
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| {
+            v.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        });
+    if !is_form {
+        return Err(Reply::text(
+            415,
+            "Expected request with `Content-Type: application/x-www-form-urlencoded`",
+        ));
+    }
+    let mut fields = names.map(|_| None);
+    for (key, value) in form_urlencoded::parse(body) {
+        if let Some(i) = names.iter().position(|n| *n == key) {
+            fields[i].get_or_insert_with(|| value.into_owned());
+        }
+    }
+    if let Some(i) = fields.iter().position(Option::is_none) {
+        return Err(Reply::text(
+            422,
+            format!(
+                "Failed to deserialize form body: missing field `{}`",
+                names[i]
+            ),
+        ));
+    }
+    Ok(fields.map(Option::unwrap_or_default))
+}
+
+/// `GET /count`.
+pub async fn count(session: &Session) -> PageResult {
     let n: u64 = session
         .update("count", |n: Option<u64>| n.unwrap_or(0) + 1)
         .await?;
-    Ok(format!("{n}\n"))
+    Ok(Reply::text(200, format!("{n}\n")))
 }
 
-async fn whoami(session: Session) -> Result<String, sessionkit::Error> {
-    Ok(session.user().await?.unwrap_or_default())
-}
-
-#[derive(Deserialize)]
-struct LoginForm {
-    username: String,
+/// `GET /whoami`.
+pub async fn whoami(session: &Session) -> PageResult {
+    Ok(Reply::text(200, session.user().await?.unwrap_or_default()))
 }
 
 /// What the devices page shows of a client: the browser and system its User-Agent names, and
 /// its coarse network.
-struct Client {
+pub struct Client {
     label: Option<String>,
     network: Option<String>,
 }
 
-impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Client {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        _: &S,
-    ) -> Result<Self, Self::Rejection> {
-        let trust = parts
-            .extensions
-            .get::<DemoOptions>()
-            .is_some_and(|o| o.trust_forwarded_for);
-        let forwarded = trust
-            .then(|| parts.headers.get("x-forwarded-for"))
-            .flatten()
-            .and_then(|v| v.to_str().ok())
+impl Client {
+    /// From the request: its `X-Forwarded-For` header (used only when `trust_forwarded_for`),
+    /// the peer address of its connection and its `User-Agent`.
+    pub fn new(
+        trust_forwarded_for: bool,
+        forwarded_for: Option<&str>,
+        peer: Option<IpAddr>,
+        user_agent: Option<&str>,
+    ) -> Self {
+        let forwarded = forwarded_for
+            .filter(|_| trust_forwarded_for)
             // The last entry is the one the trusted proxy added; those before it are whatever
             // the client sent.
             .and_then(|v| v.rsplit(',').next())
-            .and_then(|v| v.trim().parse::<std::net::IpAddr>().ok());
-        let peer = parts
-            .extensions
-            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-            .map(|c| c.0.ip());
-        let ua = parts
-            .headers
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok());
-        Ok(Client {
-            label: ua.and_then(device_label),
+            .and_then(|v| v.trim().parse::<IpAddr>().ok());
+        Client {
+            label: user_agent.and_then(device_label),
             network: forwarded.or(peer).map(network_of),
-        })
+        }
     }
 }
 
@@ -191,7 +222,7 @@ fn device_label(ua: &str) -> Option<String> {
 
 /// The /24 (IPv4) or /48 (IPv6) a client is in: enough to recognise "my home network",
 /// not a tracking identifier.
-fn network_of(ip: std::net::IpAddr) -> String {
+fn network_of(ip: IpAddr) -> String {
     use std::net::IpAddr;
     let ip = match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
@@ -209,30 +240,25 @@ fn network_of(ip: std::net::IpAddr) -> String {
     }
 }
 
-async fn login(session: Session, client: Client, Form(form): Form<LoginForm>) -> Response {
-    let name = form.username.trim();
+/// `POST /login` with the form's `username`.
+pub async fn login(session: &Session, client: &Client, username: &str) -> PageResult {
+    let name = username.trim();
     if !valid_username(name) {
-        return (
-            StatusCode::BAD_REQUEST,
+        return Ok(Reply::text(
+            400,
             "username: 1 to 64 characters, visible, without control, format or separator \
              characters (spaces inside are fine)",
-        )
-            .into_response();
+        ));
     }
     // set_user also gives the session a new ID (privilege change).
-    let signed_in = async {
-        session.set_user(Some(name), "demo").await?;
-        session
-            .set_device(client.label.as_deref(), client.network.as_deref())
-            .await?;
-        session
-            .flash(FlashLevel::Success, format!("Signed in as {name}"))
-            .await
-    };
-    match signed_in.await {
-        Ok(()) => Redirect::to("/").into_response(),
-        Err(e) => e.into_response(),
-    }
+    session.set_user(Some(name), "demo").await?;
+    session
+        .set_device(client.label.as_deref(), client.network.as_deref())
+        .await?;
+    session
+        .flash(FlashLevel::Success, format!("Signed in as {name}"))
+        .await?;
+    Ok(Reply::see_other("/", ""))
 }
 
 /// A name shown to other people must look like what it is: no control characters, no
@@ -266,21 +292,21 @@ fn is_format(c: char) -> bool {
         | 0x1BCA0..=0x1BCA3 | 0x1D173..=0x1D17A | 0xE0001 | 0xE0020..=0xE007F)
 }
 
-async fn logout(session: Session) -> Response {
-    match session.destroy().await {
-        // The session is gone, so the message cannot wait in it: the redirect carries it.
-        Ok(()) => Redirect::to("/?signed-out").into_response(),
-        Err(e) => e.into_response(),
-    }
+/// `POST /logout`.
+pub async fn logout(session: &Session) -> PageResult {
+    session.destroy().await?;
+    // The session is gone, so the message cannot wait in it: the redirect carries it.
+    Ok(Reply::see_other("/?signed-out", ""))
 }
 
-async fn healthz(State(manager): State<Manager>) -> Response {
+/// `GET /healthz` (outside the session layer).
+pub async fn healthz(manager: &Manager) -> Reply {
     match manager.ping().await {
-        Ok(()) => "ok\n".into_response(),
+        Ok(()) => Reply::text(200, "ok\n"),
         Err(e) => {
             // The details are for the operator's log, not for whoever probes the port.
             tracing::warn!(error = %e, "health check: store unavailable");
-            (StatusCode::SERVICE_UNAVAILABLE, "store unavailable\n").into_response()
+            Reply::text(503, "store unavailable\n")
         }
     }
 }
@@ -294,67 +320,61 @@ struct SessionView {
     device: Option<String>,
 }
 
-async fn sessions_json(State(manager): State<Manager>, session: Session) -> Response {
-    let user = match session.user().await {
-        Ok(Some(u)) => u,
-        Ok(None) => return (StatusCode::UNAUTHORIZED, "log in first").into_response(),
-        Err(e) => return e.into_response(),
+/// The signed-in user, or the 401 reply for a page that needs one.
+async fn signed_in(session: &Session) -> Result<Result<String, Reply>, sessionkit::Error> {
+    Ok(session
+        .user()
+        .await?
+        .ok_or_else(|| Reply::text(401, "log in first")))
+}
+
+/// `GET /sessions`: the user's live sessions as JSON.
+pub async fn sessions_json(manager: &Manager, session: &Session) -> PageResult {
+    let user = match signed_in(session).await? {
+        Ok(user) => user,
+        Err(refused) => return Ok(refused),
     };
-    match manager.sessions_of(&user, Some(&session)).await {
-        Ok(list) => Json(
-            list.into_iter()
-                .map(|s| SessionView {
-                    handle: s.handle,
-                    created: s.created,
-                    last_seen: s.last_seen,
-                    current: s.current,
-                    device: s.device,
-                })
-                .collect::<Vec<_>>(),
-        )
-        .into_response(),
-        Err(e) => e.into_response(),
+    let list: Vec<SessionView> = manager
+        .sessions_of(&user, Some(session))
+        .await?
+        .into_iter()
+        .map(|s| SessionView {
+            handle: s.handle,
+            created: s.created,
+            last_seen: s.last_seen,
+            current: s.current,
+            device: s.device,
+        })
+        .collect();
+    // A list of plain values always serialises.
+    Ok(Reply::json(
+        serde_json::to_string(&list).unwrap_or_default(),
+    ))
+}
+
+/// `POST /sessions/revoke` with the form's `handle`.
+pub async fn revoke_one(manager: &Manager, session: &Session, handle: &str) -> PageResult {
+    if let Err(refused) = signed_in(session).await? {
+        return Ok(refused);
     }
-}
-
-#[derive(Deserialize)]
-struct RevokeForm {
-    handle: String,
-}
-
-async fn revoke_one(
-    State(manager): State<Manager>,
-    session: Session,
-    Form(form): Form<RevokeForm>,
-) -> Response {
-    match session.user().await {
-        Ok(Some(_)) => {}
-        Ok(None) => return (StatusCode::UNAUTHORIZED, "log in first").into_response(),
-        Err(e) => return e.into_response(),
-    };
-    match manager.revoke(&session, &form.handle).await {
-        Ok(true) => Redirect::to("/devices").into_response(),
+    Ok(if manager.revoke(session, handle).await? {
+        Reply::see_other("/devices", "")
+    } else {
         // Say so rather than pretend: the page the user saw may be stale.
-        Ok(false) => (StatusCode::NOT_FOUND, "no such session\n").into_response(),
-        Err(e) => e.into_response(),
-    }
+        Reply::text(404, "no such session\n")
+    })
 }
 
-async fn revoke_others(State(manager): State<Manager>, session: Session) -> Response {
-    match session.user().await {
-        Ok(Some(_)) => {}
-        Ok(None) => return (StatusCode::UNAUTHORIZED, "log in first").into_response(),
-        Err(e) => return e.into_response(),
-    };
-    match manager.revoke_all_except(&session).await {
-        Ok(n) => (
-            StatusCode::SEE_OTHER,
-            [(header::LOCATION, "/devices")],
-            format!("ended {n} other sessions\n"),
-        )
-            .into_response(),
-        Err(e) => e.into_response(),
+/// `POST /sessions/revoke-others`.
+pub async fn revoke_others(manager: &Manager, session: &Session) -> PageResult {
+    if let Err(refused) = signed_in(session).await? {
+        return Ok(refused);
     }
+    let n = manager.revoke_all_except(session).await?;
+    Ok(Reply::see_other(
+        "/devices",
+        format!("ended {n} other sessions\n"),
+    ))
 }
 
 fn escape(s: &str) -> String {
@@ -365,8 +385,8 @@ fn escape(s: &str) -> String {
         .replace('\'', "&#39;")
 }
 
-fn page(title: &str, body: &str) -> Html<String> {
-    Html(format!(
+fn page(title: &str, body: &str) -> Reply {
+    Reply::html(format!(
         r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{title} · sessionkit demo</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -385,10 +405,8 @@ td, th {{ text-align: left; padding: .3rem; border-bottom: 1px solid #eee; }} na
     ))
 }
 
-async fn home(
-    session: Session,
-    axum::extract::RawQuery(query): axum::extract::RawQuery,
-) -> Result<Html<String>, sessionkit::Error> {
+/// `GET /` with the request's raw query (`signed-out` after a logout).
+pub async fn home(session: &Session, query: Option<&str>) -> PageResult {
     let mut notes = String::new();
     for f in session.take_flashes().await? {
         let level = match f.level {
@@ -402,11 +420,11 @@ async fn home(
             escape(&f.text)
         ));
     }
-    if query.as_deref() == Some("signed-out") {
+    if query == Some("signed-out") {
         notes.push_str("<p class=\"flash info\" role=\"status\">Signed out</p>\n");
     }
     let count: u64 = session.get("count").await?.unwrap_or(0);
-    let token = escape(&csrf_for_page(&session).await?);
+    let token = escape(&csrf_for_page(session).await?);
     let user = session.user().await?;
     let who = match &user {
         Some(u) => format!(
@@ -432,50 +450,44 @@ async fn home(
     ))
 }
 
-async fn devices_page(State(manager): State<Manager>, session: Session) -> Response {
-    let result = async {
-        let token = escape(&csrf_for_page(&session).await?);
-        let Some(user) = session.user().await? else {
-            return Ok(page("Your sessions", "<p>Log in to see your sessions.</p>"));
-        };
-        let mut rows = String::new();
-        for s in manager.sessions_of(&user, Some(&session)).await? {
-            let action = if s.current {
-                "this session".to_owned()
-            } else {
-                format!(
-                    r#"<form method="post" action="/sessions/revoke"><input type="hidden" name="csrf_token" value="{token}">
+/// `GET /devices`: the sessions list as a page with "End" buttons.
+pub async fn devices(manager: &Manager, session: &Session) -> PageResult {
+    let token = escape(&csrf_for_page(session).await?);
+    let Some(user) = session.user().await? else {
+        return Ok(page("Your sessions", "<p>Log in to see your sessions.</p>"));
+    };
+    let mut rows = String::new();
+    for s in manager.sessions_of(&user, Some(session)).await? {
+        let action = if s.current {
+            "this session".to_owned()
+        } else {
+            format!(
+                r#"<form method="post" action="/sessions/revoke"><input type="hidden" name="csrf_token" value="{token}">
 <input type="hidden" name="handle" value="{}"><button>End</button></form>"#,
-                    escape(&s.handle)
-                )
-            };
-            rows.push_str(&format!(
-                "<tr class=\"session\"><td>{}</td><td>{}</td><td>{}</td><td>{action}</td></tr>\n",
-                escape(&match (&s.device, &s.ip_prefix) {
-                    (Some(d), Some(n)) => format!("{d} · {n}"),
-                    (Some(d), None) => d.clone(),
-                    (None, Some(n)) => format!("unknown device · {n}"),
-                    (None, None) => "unknown device".to_owned(),
-                }),
-                fmt_time(s.created),
-                fmt_time(s.last_seen),
-            ));
-        }
-        Ok::<_, sessionkit::Error>(page(
-            "Your sessions",
-            &format!(
-                r#"<table><tr><th>Device</th><th>Started</th><th>Last seen</th><th></th></tr>
+                escape(&s.handle)
+            )
+        };
+        rows.push_str(&format!(
+            "<tr class=\"session\"><td>{}</td><td>{}</td><td>{}</td><td>{action}</td></tr>\n",
+            escape(&match (&s.device, &s.ip_prefix) {
+                (Some(d), Some(n)) => format!("{d} · {n}"),
+                (Some(d), None) => d.clone(),
+                (None, Some(n)) => format!("unknown device · {n}"),
+                (None, None) => "unknown device".to_owned(),
+            }),
+            fmt_time(s.created),
+            fmt_time(s.last_seen),
+        ));
+    }
+    Ok(page(
+        "Your sessions",
+        &format!(
+            r#"<table><tr><th>Device</th><th>Started</th><th>Last seen</th><th></th></tr>
 {rows}</table>
 <form method="post" action="/sessions/revoke-others"><input type="hidden" name="csrf_token" value="{token}">
 <button id="revoke-others">End all other sessions</button></form>"#
-            ),
-        ))
-    }
-    .await;
-    match result {
-        Ok(html) => html.into_response(),
-        Err(e) => e.into_response(),
-    }
+        ),
+    ))
 }
 
 /// `YYYY-MM-DD HH:MM:SS UTC` from Unix milliseconds (civil-from-days, no date crate needed).

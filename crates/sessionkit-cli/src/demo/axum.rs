@@ -1,0 +1,196 @@
+//! The demo on axum: the router, the CSRF middleware and one thin handler per page of
+//! [`pages`](super::pages).
+
+use axum::body::{to_bytes, Body, Bytes};
+use axum::extract::{ConnectInfo, RawQuery, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
+use sessionkit::{Manager, Session, SessionLayer};
+
+use super::pages::{self, PageResult, Reply};
+use super::DemoOptions;
+
+/// The demo app's routes, wrapped in the session layer, with default options.
+pub fn app(manager: Manager) -> Router {
+    app_with(manager, DemoOptions::default())
+}
+
+/// The demo app with `options`. Serve it with
+/// `into_make_service_with_connect_info::<SocketAddr>()` so the devices page can show the
+/// client's network.
+pub fn app_with(manager: Manager, options: DemoOptions) -> Router {
+    Router::new()
+        .route("/", get(home))
+        .route("/count", get(count))
+        .route("/whoami", get(whoami))
+        .route("/login", post(login))
+        .route("/logout", post(logout))
+        .route("/sessions", get(sessions_json))
+        .route("/devices", get(devices))
+        .route("/sessions/revoke", post(revoke_one))
+        .route("/sessions/revoke-others", post(revoke_others))
+        .layer(middleware::from_fn(csrf))
+        .layer(SessionLayer::new(manager.clone()))
+        .layer(Extension(options))
+        // Added after the layers, so outside them: probes, scanners and typos never load or
+        // create a session.
+        .route("/healthz", get(healthz))
+        .fallback(not_found)
+        .with_state(manager)
+}
+
+/// `GET /metrics` alone (outside the session layer): merged into the app, or served on a
+/// listener of its own.
+pub fn metrics(handle: PrometheusHandle) -> Router {
+    Router::new().route(
+        "/metrics",
+        get(move || {
+            let handle = handle.clone();
+            async move { respond(Reply::metrics(handle.render())) }
+        }),
+    )
+}
+
+/// A [`Reply`] as an axum response.
+fn respond(reply: Reply) -> Response {
+    let mut response = (
+        StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        [(header::CONTENT_TYPE, reply.content_type)],
+        reply.body,
+    )
+        .into_response();
+    if let Some(location) = reply.location {
+        response
+            .headers_mut()
+            .insert(header::LOCATION, HeaderValue::from_static(location));
+    }
+    response
+}
+
+/// A page's result as a response: session errors through the library's `IntoResponse`.
+fn page(result: PageResult) -> Response {
+    result.map_or_else(IntoResponse::into_response, respond)
+}
+
+async fn not_found() -> Response {
+    respond(pages::not_found())
+}
+
+/// Checks the CSRF token of every POST and adds the session's page headers to every response,
+/// refusals (403, 413) included.
+async fn csrf(session: Session, req: Request, next: Next) -> Response {
+    let mut resp = if req.method() == Method::POST {
+        match check_csrf(&session, req).await {
+            Ok(req) => next.run(req).await,
+            Err(resp) => resp,
+        }
+    } else {
+        next.run(req).await
+    };
+    for (name, value) in pages::session_headers(&session, resp.status().as_u16()).await {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            resp.headers_mut().insert(name, value);
+        }
+    }
+    resp
+}
+
+/// Reads the body (at most [`pages::MAX_FORM`]) and lets the request through if its token
+/// matches, with the body put back for the handler.
+async fn check_csrf(session: &Session, req: Request) -> Result<Request, Response> {
+    let (parts, body) = req.into_parts();
+    let bytes = to_bytes(body, pages::MAX_FORM)
+        .await
+        .map_err(|_| respond(pages::too_large()))?;
+    let header_token = header_str(&parts.headers, "x-csrf-token");
+    match pages::refuse_without_csrf(session, header_token, &bytes).await {
+        Ok(None) => Ok(Request::from_parts(parts, Body::from(bytes))),
+        Ok(Some(refused)) => Err(respond(refused)),
+        Err(e) => Err(e.into_response()),
+    }
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The request's form `names`, or the refusal (415, 422).
+fn form<const N: usize>(
+    headers: &HeaderMap,
+    body: &Bytes,
+    names: [&str; N],
+) -> Result<[String; N], Reply> {
+    pages::form_fields(header_str(headers, "content-type"), body, names)
+}
+
+async fn count(session: Session) -> Response {
+    page(pages::count(&session).await)
+}
+
+async fn whoami(session: Session) -> Response {
+    page(pages::whoami(&session).await)
+}
+
+async fn login(session: Session, parts: Parts, body: Bytes) -> Response {
+    let headers = &parts.headers;
+    let [username] = match form(headers, &body, ["username"]) {
+        Ok(fields) => fields,
+        Err(refused) => return respond(refused),
+    };
+    let trust = parts
+        .extensions
+        .get::<DemoOptions>()
+        .is_some_and(|o| o.trust_forwarded_for);
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<std::net::SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip());
+    let client = pages::Client::new(
+        trust,
+        header_str(headers, "x-forwarded-for"),
+        peer,
+        header_str(headers, "user-agent"),
+    );
+    page(pages::login(&session, &client, &username).await)
+}
+
+async fn logout(session: Session) -> Response {
+    page(pages::logout(&session).await)
+}
+
+async fn healthz(State(manager): State<Manager>) -> Response {
+    respond(pages::healthz(&manager).await)
+}
+
+async fn sessions_json(State(manager): State<Manager>, session: Session) -> Response {
+    page(pages::sessions_json(&manager, &session).await)
+}
+
+async fn revoke_one(
+    State(manager): State<Manager>,
+    session: Session,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match form(&headers, &body, ["handle"]) {
+        Ok([handle]) => page(pages::revoke_one(&manager, &session, &handle).await),
+        Err(refused) => respond(refused),
+    }
+}
+
+async fn revoke_others(State(manager): State<Manager>, session: Session) -> Response {
+    page(pages::revoke_others(&manager, &session).await)
+}
+
+async fn home(session: Session, RawQuery(query): RawQuery) -> Response {
+    page(pages::home(&session, query.as_deref()).await)
+}
+
+async fn devices(State(manager): State<Manager>, session: Session) -> Response {
+    page(pages::devices(&manager, &session).await)
+}
