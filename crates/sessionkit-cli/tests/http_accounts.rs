@@ -112,7 +112,8 @@ async fn rotation_under_concurrency_loses_no_request_and_no_data() {
 }
 
 /// The same on every other store: rotation is a compare-and-set of its own there (one script
-/// on Redis, two steps across hash slots on a Cluster, one transaction on SQLite and Postgres).
+/// on Redis, two steps across hash slots on a Cluster, one transaction on SQLite, Postgres and
+/// MySQL).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_under_concurrency_on_every_durable_and_shared_store() {
     let dir = tempfile::tempdir().unwrap();
@@ -127,6 +128,7 @@ async fn rotation_under_concurrency_on_every_durable_and_shared_store() {
         format!("file://{}", dir.path().join("files").display()),
         format!("{redis}?prefix=rot{tag}:"),
         format!("{postgres}?schema={schema}"),
+        format!("{}?table={schema}", mysql_url()),
     ];
     if let Ok(cluster) = std::env::var("SESSIONKIT_REDIS_CLUSTER") {
         urls.push(format!("{cluster}?prefix=rot{tag}:"));
@@ -150,7 +152,8 @@ async fn rotation_under_concurrency_on_every_durable_and_shared_store() {
             redis.purge_prefix().await.unwrap();
         }
     }
-    // Best effort: leave no test schema behind.
+    // Best effort: leave no test schema or table behind.
+    drop_mysql_table(&schema).await;
     let _ = std::process::Command::new("psql")
         .args([
             postgres.as_str(),
