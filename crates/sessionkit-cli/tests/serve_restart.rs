@@ -48,7 +48,10 @@ async fn file_store_keeps_a_login_across_kill_9() {
 /// is committed before the response, so a `kill -9` loses none of them.
 #[tokio::test]
 async fn mysql_store_keeps_a_login_across_kill_9() {
-    let table = format!("restart_{}", sessionkit::SessionId::generate().unwrap().key().short());
+    let table = format!(
+        "restart_{}",
+        sessionkit::SessionId::generate().unwrap().key().short()
+    );
     let url = format!("{}?table={table}", mysql_url());
     if let Err(e) = sessionkit::store::open(&url).await {
         assert!(

@@ -60,8 +60,8 @@ use crate::record::{Millis, Record};
 
 mod schema;
 
+use schema::Sql;
 pub use schema::SCHEMA_VERSION;
-use schema::{Sql, COLUMNS};
 
 const KIND: &str = "mysql";
 
@@ -357,7 +357,8 @@ impl super::RawAccess for MySqlStore {
         let now = crate::record::now_millis();
         let far = now + 3_600_000;
         let sql = format!(
-            "REPLACE INTO {t} ({COLUMNS}) VALUES (?, 1, ?, ?, ?, ?, NULL, NULL, FALSE, ?)",
+            "REPLACE INTO {t} ({c}) VALUES (?, 1, ?, ?, ?, ?, NULL, NULL, FALSE, ?)",
+            c = schema::COLUMNS,
             t = self.sql.table
         );
         let params = vec![
