@@ -1,6 +1,6 @@
 //! Durable and shared stores, side by side with tower-sessions in one run (a plain binary, not
-//! criterion): sessionkit's SQLite, file, Redis and Postgres stores against tower-sessions'
-//! SQLite and Postgres stores (tower-sessions-sqlx-store) and its Redis store
+//! criterion): sessionkit's SQLite, file, Redis, Postgres and MySQL stores against
+//! tower-sessions' SQLite, Postgres and MySQL stores (tower-sessions-sqlx-store) and its Redis store
 //! (tower-sessions-redis-store). The tower-sessions side is the `tower-stores-bench` binary in
 //! `crates/sessionkit-bench/tower` (a workspace of its own: its SQLite library cannot share a
 //! build with sessionkit's); the driver builds it with cargo and runs it as a child process.
@@ -8,7 +8,7 @@
 //! Three passes, each subject in a fresh process, interleaved round by round so machine noise
 //! spreads evenly over the subjects:
 //!
-//! 1. **Round trips** (Redis, Postgres): each app talks to its store through a counting proxy
+//! 1. **Round trips** (Redis, Postgres, MySQL): each app talks to its store through a counting proxy
 //!    ([`sessionkit_bench::rtt`]); one client makes a new session, then `SKB_RTT_REQS` count
 //!    requests (a write) and as many peek requests (a read), one at a time.
 //! 2. **Store operations**: load, save and touch, closed loop, at 1 and 2 workers, on
@@ -17,11 +17,13 @@
 //! 3. **Count page over HTTP** with a session cookie: server pinned to core 0, load generator to
 //!    core 1 (`SKB_CONNS` connections, default 32), `SKB_ROUNDS` runs of `SKB_SECS` + 1 s.
 //!
-//! `SKB_BACKENDS=sqlite,file,redis,cluster,postgres` picks the stores (`cluster`: sessionkit on
+//! `SKB_BACKENDS=sqlite,file,redis,cluster,postgres,mysql` picks the stores (`cluster`: sessionkit on
 //! the Redis Cluster named by SESSIONKIT_REDIS_CLUSTER, when set; no tower-sessions side). Services: Redis at
 //! `SKB_REDIS_ADDR` (default 127.0.0.1:6379, database 15), PostgreSQL at `SKB_POSTGRES_ADDR`
 //! (default 127.0.0.1:5432, user postgres, database test, schemas `skbench_sk` and
-//! `skbench_tower`, kept between runs). A store whose server is down is skipped with a note.
+//! `skbench_tower`, kept between runs), MySQL/MariaDB at `SKB_MYSQL_ADDR` (default
+//! 127.0.0.1:3306, user root, database test, tables `skbench_sk` and `skbench_tower`, kept). A
+//! store whose server is down is skipped with a note.
 //!
 //! `cargo bench -p sessionkit-bench --bench backends`
 
@@ -171,6 +173,18 @@ fn backends() -> Vec<Backend> {
                     Side::Sessionkit => format!("postgres://postgres@{a}/test?schema=skbench_sk"),
                     // The tower binary sets its schema itself.
                     Side::Tower => format!("postgres://postgres@{a}/test"),
+                })
+            },
+        },
+        Backend {
+            name: "mysql",
+            server: Some(addr("SKB_MYSQL_ADDR", "127.0.0.1:3306")),
+            url: |side, a, _| {
+                let a = a?;
+                Some(match side {
+                    Side::Sessionkit => format!("mysql://root@{a}/test?table=skbench_sk"),
+                    // The tower binary sets its table itself.
+                    Side::Tower => format!("mysql://root@{a}/test"),
                 })
             },
         },
@@ -481,8 +495,8 @@ fn shared_count(side: Side, b: &str, url: &str, tower: &Path) -> Result<(u64, u6
     result
 }
 
-/// Removes the bench directory and sessionkit's Redis keys; the Postgres schemas stay for the
-/// next run (their rows expire and are reused).
+/// Removes the bench directory and sessionkit's Redis keys; the Postgres schemas and MySQL
+/// tables stay for the next run (their rows expire and are reused).
 fn cleanup(live: &[Backend], dir: &Path) {
     let _ = std::fs::remove_dir_all(dir);
     for b in live

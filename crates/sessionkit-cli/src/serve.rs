@@ -23,7 +23,7 @@ pub struct ServeArgs {
     /// Address to listen on (port 0 picks a free one; the chosen address is printed).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub addr: SocketAddr,
-    /// Store URL (memory://, sqlite://PATH, file:///DIR, redis://..., postgres://...).
+    /// Store URL (memory://, sqlite://PATH, file:///DIR, redis://, postgres://, mysql://...).
     #[arg(long, default_value = DEFAULT_STORE)]
     pub store: String,
     /// Idle timeout (e.g. 30m).

@@ -91,7 +91,7 @@ impl Drop for RedisPurge {
     }
 }
 
-/// Serialises tests on shared servers (Redis, Postgres) so count deltas are exact.
+/// Serialises tests on shared servers (Redis, Postgres, MySQL) so count deltas are exact.
 static SHARED: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Opens `url` in-process: `None` (with a message) if the scheme is not compiled in or, unless
@@ -160,6 +160,15 @@ async fn durable_targets() -> Vec<(Target, Arc<dyn Store>)> {
                 with_param(
                     &std::env::var("SESSIONKIT_POSTGRES_URL")
                         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned()),
+                    "table=sessionkit_admin_test",
+                ),
+                true,
+                None,
+            ),
+            (
+                with_param(
+                    &std::env::var("SESSIONKIT_MYSQL_URL")
+                        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_owned()),
                     "table=sessionkit_admin_test",
                 ),
                 true,
@@ -380,6 +389,7 @@ async fn unreachable_servers_are_runtime_errors() {
     for url in [
         "redis://127.0.0.1:1",
         "postgres://postgres@127.0.0.1:1/test",
+        "mysql://root@127.0.0.1:1/test",
     ] {
         match sessionkit::store::open(url).await {
             Err(Error::BadUrl { reason: m, .. }) if not_in_build(&m) => {

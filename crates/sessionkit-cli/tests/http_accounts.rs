@@ -130,7 +130,8 @@ async fn rotation_under_concurrency_loses_no_request_and_no_data(fw) {
 
 on_both_frameworks! {
 /// The same on every other store: rotation is a compare-and-set of its own there (one script
-/// on Redis, two steps across hash slots on a Cluster, one transaction on SQLite and Postgres).
+/// on Redis, two steps across hash slots on a Cluster, one transaction on SQLite, Postgres and
+/// MySQL).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_under_concurrency_on_every_durable_and_shared_store(fw) {
     let dir = tempfile::tempdir().unwrap();
@@ -160,6 +161,7 @@ async fn shared_stores(
         format!("file://{}", dir.join("files").display()),
         format!("{redis}?prefix={tag}:"),
         format!("{postgres}?schema={tag}"),
+        format!("{}?table={tag}", mysql_url()),
     ];
     if let Ok(cluster) = std::env::var("SESSIONKIT_REDIS_CLUSTER") {
         urls.push(format!("{cluster}?prefix={tag}:"));
@@ -187,6 +189,7 @@ async fn drop_shared(tag: &str) {
             let _ = redis.purge_prefix().await;
         }
     }
+    drop_mysql_table(tag).await;
     let postgres = std::env::var("SESSIONKIT_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
     let _ = std::process::Command::new("psql")

@@ -1,4 +1,5 @@
-//! Several `sessionkit serve` processes sharing one store (Redis, Redis Cluster, Postgres): a
+//! Several `sessionkit serve` processes sharing one store (Redis, Redis Cluster, Postgres,
+//! MySQL): a
 //! client moving between nodes keeps its login and count, concurrent clients split across nodes
 //! count exactly, and logout on one node is effective at once on the other. Also the fault
 //! behaviour over HTTP with a real redis-server that is killed, stalled and restarted.
@@ -164,6 +165,16 @@ async fn two_nodes_on_postgres() {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_on_mysql() {
+    let table = format!("mn_{}", unique());
+    let url = with_param(&mysql_url(), "table", &table);
+    if let Some(url) = service("mysql", Some(url)).await {
+        two_nodes_share_sessions(&url).await;
+        drop_mysql_table(&table).await;
     }
 }
 

@@ -1,5 +1,6 @@
-//! The real `sessionkit serve` binary on durable stores: log in, `kill -9` the server, start it
-//! again on the same store, and the login and the count are still there.
+//! The real `sessionkit serve` binary on durable stores (SQLite, file, MySQL): log in,
+//! `kill -9` the server, start it again on the same store, and the login and the count are
+//! still there.
 
 mod support;
 
@@ -41,6 +42,27 @@ async fn file_store_keeps_a_login_across_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("file://{}", dir.path().join("sessions").display());
     survives_kill_9(&url).await;
+}
+
+/// MySQL/MariaDB (SESSIONKIT_MYSQL_URL), in a table of the test's own: every acknowledged write
+/// is committed before the response, so a `kill -9` loses none of them.
+#[tokio::test]
+async fn mysql_store_keeps_a_login_across_kill_9() {
+    let table = format!(
+        "restart_{}",
+        sessionkit::SessionId::generate().unwrap().key().short()
+    );
+    let url = format!("{}?table={table}", mysql_url());
+    if let Err(e) = sessionkit::store::open(&url).await {
+        assert!(
+            !std::env::var("SESSIONKIT_REQUIRE_SERVICES").is_ok_and(|v| v == "1"),
+            "mysql is required (SESSIONKIT_REQUIRE_SERVICES=1) but unavailable: {e}"
+        );
+        eprintln!("SKIPPED: mysql unavailable ({e})");
+        return;
+    }
+    survives_kill_9(&url).await;
+    drop_mysql_table(&table).await;
 }
 
 #[tokio::test]

@@ -1,7 +1,7 @@
 //! Server-side sessions for Rust web services.
 //!
 //! The browser holds only an unguessable ID; the data lives in a [`Store`] (memory, file,
-//! SQLite, Redis, Postgres, chosen by URL with [`store::open`]). A [`Manager`] applies the
+//! SQLite, Redis, Postgres, MySQL/MariaDB, chosen by URL with [`store::open`]). A [`Manager`] applies the
 //! cookie and timeout policy, a [`SessionLayer`] wires it into tower/axum (or, with the `actix`
 //! feature, `SessionMiddleware` into actix-web), and each handler gets
 //! a [`Session`] with typed values.
@@ -44,7 +44,7 @@
 //!      │   └─ lifecycle  load, liveness, the operation log, finish (create / touch / save
 //!      │       │         with replay) → an Outcome: issue a token, forget it, or nothing
 //!      │       └─ store      the Store trait and the stores (memory, file, sqlite, redis,
-//!      │                     postgres), chosen by URL
+//!      │                     postgres, mysql), chosen by URL
 //!      └─ token      the token codec: read, verify, sign, issue, removal; from Config alone
 //!          └─ record, config, id, error   the data types every layer shares
 //! ```
@@ -68,6 +68,7 @@
 //! | `redis-tls` | `rediss://` and `rediss+cluster://` (rustls) |
 //! | `postgres` | `postgres://` |
 //! | `postgres-tls` | libpq's `sslmode` and `sslrootcert` on `postgres://` (rustls) |
+//! | `mysql` | `mysql://` (MySQL 8, MariaDB 10.6+; no TLS) |
 //! | `metrics` | counters, gauges and a latency histogram through the `metrics` facade |
 //! | `testkit` | the store conformance suite, for third-party stores |
 

@@ -1,12 +1,12 @@
 //! The tower-sessions side of sessionkit's durable and shared store benches: the same count
 //! page and the same store operations as `sessionkit-bench`'s `backends` bench, on
-//! tower-sessions' SQLite and Postgres stores (tower-sessions-sqlx-store) and its Redis store
+//! tower-sessions' SQLite, Postgres and MySQL stores (tower-sessions-sqlx-store) and its Redis store
 //! (tower-sessions-redis-store). The `backends` bench starts this binary as a child process and
 //! reads what it prints; it is not meant to be run by hand, though it can be:
 //!
-//! - `serve <sqlite|postgres|redis> <url>`: prints the bound port, then serves `/count` (adds
+//! - `serve <sqlite|postgres|mysql|redis> <url>`: prints the bound port, then serves `/count` (adds
 //!   one to a counter in the session) and `/peek` (reads it) until killed.
-//! - `ops <sqlite|postgres|redis> <url> <workers> <warmup-s> <secs> <sessions>`: makes sure
+//! - `ops <sqlite|postgres|mysql|redis> <url> <workers> <warmup-s> <secs> <sessions>`: makes sure
 //!   `<sessions>` sessions exist (ids drawn from a fixed seed, so a second run reuses them), then
 //!   drives load, save and touch in turn and prints `<op> <ops> <seconds> <p50_us> <p99_us>
 //!   <errors>` per operation. tower-sessions has no touch: extending a session's expiry is a
@@ -30,6 +30,7 @@ use tower_sessions::SessionStore;
 enum Backend {
     Sqlite,
     Postgres,
+    MySql,
     Redis,
 }
 
@@ -39,6 +40,7 @@ impl FromStr for Backend {
         match s {
             "sqlite" => Ok(Self::Sqlite),
             "postgres" => Ok(Self::Postgres),
+            "mysql" => Ok(Self::MySql),
             "redis" => Ok(Self::Redis),
             _ => Err(format!("unknown backend {s:?}")),
         }
@@ -98,6 +100,20 @@ async fn postgres_store(url: &str) -> tower_sessions_sqlx_store::PostgresStore {
     store
 }
 
+/// The MySQL table the tower-sessions store uses (in the URL's database `test`).
+const MYSQL_TABLE: &str = "skbench_tower";
+
+async fn mysql_store(url: &str) -> tower_sessions_sqlx_store::MySqlStore {
+    let pool = sqlx::MySqlPool::connect(url).await.expect("connect MySQL");
+    let store = tower_sessions_sqlx_store::MySqlStore::new(pool)
+        .with_schema_name("test")
+        .expect("schema name")
+        .with_table_name(MYSQL_TABLE)
+        .expect("table name");
+    store.migrate().await.expect("migrate MySQL");
+    store
+}
+
 type RedisStore =
     tower_sessions_redis_store::RedisStore<tower_sessions_redis_store::fred::prelude::Pool>;
 
@@ -137,6 +153,7 @@ async fn build_app(backend: Backend, url: &str) -> Router {
     match backend {
         Backend::Sqlite => pages(sqlite_store(url).await),
         Backend::Postgres => pages(postgres_store(url).await),
+        Backend::MySql => pages(mysql_store(url).await),
         Backend::Redis => pages(redis_store(url).await),
     }
 }
@@ -207,6 +224,7 @@ fn ops(backend: Backend, url: &str, args: &[String]) {
         match backend {
             Backend::Sqlite => run_ops(sqlite_store(url).await, plan, n).await,
             Backend::Postgres => run_ops(postgres_store(url).await, plan, n).await,
+            Backend::MySql => run_ops(mysql_store(url).await, plan, n).await,
             Backend::Redis => run_ops(redis_store(url).await, plan, n).await,
         }
     });
@@ -214,7 +232,7 @@ fn ops(backend: Backend, url: &str, args: &[String]) {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage = "usage: tower-stores-bench serve|ops <sqlite|postgres|redis> <url> [...]";
+    let usage = "usage: tower-stores-bench serve|ops <sqlite|postgres|mysql|redis> <url> [...]";
     if args.len() < 3 {
         eprintln!("{usage}");
         std::process::exit(2);

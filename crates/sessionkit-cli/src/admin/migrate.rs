@@ -61,7 +61,7 @@ pub async fn migrate(args: MigrateArgs) -> AdminResult {
         if url.starts_with("memory:") {
             return Err(Failure::usage(format!(
                 "{url}: a memory store lives inside one process; migrate needs stores that \
-                 outlive it (e.g. sqlite://, file://, redis://, postgres://)"
+                 outlive it (e.g. sqlite://, file://, redis://, postgres://, mysql://)"
             )));
         }
     }

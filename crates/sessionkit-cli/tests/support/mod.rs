@@ -1,6 +1,6 @@
 //! Test support: a raw HTTP/1.1 client (so tests can send bytes no well-behaved client would,
-//! and pipeline requests), an in-process demo server on a free loopback port, and a handle on
-//! the real `sessionkit` binary.
+//! and pipeline requests), an in-process demo server on a free loopback port, a handle on the
+//! real `sessionkit` binary, and the MySQL tests' URL and cleanup.
 
 #![allow(dead_code)]
 
@@ -403,5 +403,28 @@ impl Store for Switchable {
     }
     async fn ping(&self) -> Result<()> {
         self.check()
+    }
+}
+
+/// The MySQL/MariaDB server of the tests (SESSIONKIT_MYSQL_URL).
+pub fn mysql_url() -> String {
+    std::env::var("SESSIONKIT_MYSQL_URL")
+        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into())
+}
+
+/// Best effort: drops a test's MySQL table and its `sessionkit_meta` row.
+pub async fn drop_mysql_table(table: &str) {
+    use mysql_async::prelude::Queryable;
+    let Ok(opts) = mysql_async::Opts::from_url(&mysql_url()) else {
+        return;
+    };
+    if let Ok(mut conn) = mysql_async::Conn::new(opts).await {
+        let _ = conn
+            .query_drop(format!("DROP TABLE IF EXISTS `{table}`"))
+            .await;
+        let _ = conn
+            .exec_drop("DELETE FROM sessionkit_meta WHERE name = ?", (table,))
+            .await;
+        let _ = conn.disconnect().await;
     }
 }

@@ -57,10 +57,12 @@ use crate::id::Key;
 use crate::record::{Millis, Record};
 
 #[cfg(feature = "file")]
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 mod columns;
 pub mod file;
 pub mod memory;
+#[cfg(feature = "mysql")]
+pub mod mysql;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "testkit")]
@@ -76,6 +78,8 @@ mod url;
 #[cfg(feature = "file")]
 pub use file::FileStore;
 pub use memory::MemoryStore;
+#[cfg(feature = "mysql")]
+pub use mysql::MySqlStore;
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresStore;
 #[cfg(feature = "testkit")]
@@ -208,12 +212,14 @@ pub const SCHEMES: &[(&str, &str)] = &[
     ("rediss+cluster://", "(cargo feature `redis-tls`)"),
     ("postgres://", "(cargo feature `postgres`)"),
     ("postgresql://", "(cargo feature `postgres`)"),
+    ("mysql://", "(cargo feature `mysql`)"),
 ];
 
 /// Opens a store by URL, e.g. `memory://`, `sqlite://sessions.db` (feature `sqlite`),
 /// `file:///var/lib/app/sessions` (feature `file`), `redis://127.0.0.1:6379`,
 /// `redis+cluster://h1:7001,h2:7002` (feature `redis`; `rediss://` and `rediss+cluster://` over
-/// TLS with feature `redis-tls`) or `postgres://user@host/db` (feature `postgres`).
+/// TLS with feature `redis-tls`), `postgres://user@host/db` (feature `postgres`) or
+/// `mysql://user@host:3306/db` (feature `mysql`, MySQL or MariaDB).
 ///
 /// # Errors
 ///
@@ -251,6 +257,13 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
         "postgres" | "postgresql" => Err(Error::bad_url(
             url,
             "needs the cargo feature `postgres` of sessionkit",
+        )),
+        #[cfg(feature = "mysql")]
+        "mysql" => Ok(Arc::new(mysql::MySqlStore::open(url).await?)),
+        #[cfg(not(feature = "mysql"))]
+        "mysql" => Err(Error::bad_url(
+            url,
+            "needs the cargo feature `mysql` of sessionkit",
         )),
         #[cfg(feature = "sqlite")]
         "sqlite" => Ok(Arc::new(SqliteStore::open(url).await?)),

@@ -15,8 +15,8 @@ use crate::id::Key;
 
 /// Direct access to a store's bytes at rest, for planting corrupt or foreign records.
 ///
-/// Every store of this crate that keeps bytes implements it (file, SQLite, Redis, Postgres); the
-/// memory store keeps decoded records, so it has no bytes to corrupt.
+/// Every store of this crate that keeps bytes implements it (file, SQLite, Redis, Postgres,
+/// MySQL); the memory store keeps decoded records, so it has no bytes to corrupt.
 #[async_trait]
 pub trait RawAccess: Send + Sync + fmt::Debug + 'static {
     /// Stores `bytes` as the record of `key`, replacing anything there, such that everything the

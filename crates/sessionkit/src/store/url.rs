@@ -34,7 +34,7 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
-#[cfg(any(feature = "redis", feature = "postgres"))]
+#[cfg(any(feature = "redis", feature = "postgres", feature = "mysql"))]
 /// Removes the query parameters named in `names` from `url`; returns the rest of the URL and the
 /// decoded values in the order of `names` (the last occurrence wins).
 pub(crate) fn take_params(url: &str, names: &[&str]) -> (String, Vec<Option<String>>) {
@@ -58,7 +58,7 @@ pub(crate) fn take_params(url: &str, names: &[&str]) -> (String, Vec<Option<Stri
     (url, values)
 }
 
-#[cfg(any(feature = "redis", feature = "postgres"))]
+#[cfg(any(feature = "redis", feature = "postgres", feature = "mysql"))]
 /// Decodes `%XX` escapes and `+` (space) of a query value; malformed escapes stay as written.
 pub(crate) fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
@@ -129,7 +129,7 @@ mod tests {
         );
     }
 
-    #[cfg(any(feature = "redis", feature = "postgres"))]
+    #[cfg(any(feature = "redis", feature = "postgres", feature = "mysql"))]
     #[test]
     fn params_are_taken_and_decoded() {
         let (url, v) = take_params("redis://h:1/2?prefix=a%3Ab&x=1", &["prefix"]);

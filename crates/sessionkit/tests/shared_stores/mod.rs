@@ -1,5 +1,5 @@
-//! Support for the shared-store tests (Redis, Redis Cluster, Postgres): service discovery with
-//! skip-or-fail, isolated prefixes/schemas, and store checks written once for every backend.
+//! Support for the shared-store tests (Redis, Redis Cluster, Postgres, MySQL): service discovery
+//! with skip-or-fail, isolated prefixes/schemas/tables, and store checks written once for every backend.
 //! These are focused checks of this crate's shared stores; the generic conformance suite
 //! (`testkit`) runs on top of them separately.
 
@@ -42,6 +42,11 @@ pub fn redis_url() -> String {
 pub fn postgres_url() -> String {
     std::env::var("SESSIONKIT_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+pub fn mysql_url() -> String {
+    std::env::var("SESSIONKIT_MYSQL_URL")
+        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into())
 }
 
 /// `url` with one more query parameter.
@@ -508,22 +513,60 @@ pub struct DropSchema(pub String);
 impl Drop for DropSchema {
     fn drop(&mut self) {
         let schema = self.0.clone();
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                if let Ok((client, conn)) =
-                    tokio_postgres::connect(&postgres_url(), tokio_postgres::NoTls).await
-                {
-                    tokio::spawn(conn);
-                    let _ = client
-                        .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
-                        .await;
+        on_own_runtime(async move {
+            if let Ok((client, conn)) =
+                tokio_postgres::connect(&postgres_url(), tokio_postgres::NoTls).await
+            {
+                tokio::spawn(conn);
+                let _ = client
+                    .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+                    .await;
+            }
+        });
+    }
+}
+
+/// Runs `f` to completion on a runtime of its own in another thread: for cleanup in `Drop`,
+/// when the test's runtime may be ending.
+fn on_own_runtime<F: std::future::Future<Output = ()> + Send + 'static>(f: F) {
+    let _ = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f)
+    })
+    .join();
+}
+
+/// Runs its MySQL statements (cleanup) when dropped, also when the test panics.
+#[cfg(feature = "mysql")]
+pub struct MySqlCleanup(pub Vec<String>);
+
+/// Drops a MySQL table and its `sessionkit_meta` row at the end of the test.
+#[cfg(feature = "mysql")]
+pub fn drop_table(table: &str) -> MySqlCleanup {
+    MySqlCleanup(vec![
+        format!("DROP TABLE IF EXISTS `{table}`"),
+        format!("DELETE FROM sessionkit_meta WHERE name = '{table}'"),
+    ])
+}
+
+#[cfg(feature = "mysql")]
+impl Drop for MySqlCleanup {
+    fn drop(&mut self) {
+        let statements = std::mem::take(&mut self.0);
+        on_own_runtime(async move {
+            use mysql_async::prelude::Queryable;
+            let Ok(opts) = mysql_async::Opts::from_url(&mysql_url()) else {
+                return;
+            };
+            if let Ok(mut conn) = mysql_async::Conn::new(opts).await {
+                for sql in statements {
+                    let _ = conn.query_drop(sql).await;
                 }
-            });
-        })
-        .join();
+                let _ = conn.disconnect().await;
+            }
+        });
     }
 }
