@@ -310,8 +310,13 @@ mod tests {
     #[test]
     fn create_assigns_expires_at_last() {
         let sql = Sql::new("t");
-        let tail = sql.create.rsplit(", ").next().unwrap();
-        assert!(tail.starts_with("expires_at = IF("), "{tail}");
+        // The last assignment (the IF conditions read the old `expires_at`, so it must go last).
+        let last = sql.create.rfind(" = IF(").unwrap();
+        assert!(
+            sql.create[..last].ends_with(" expires_at"),
+            "{}",
+            sql.create
+        );
         assert!(!sql.create.contains("session_key = IF"));
         assert!(sql
             .create
