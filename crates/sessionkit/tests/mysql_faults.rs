@@ -12,11 +12,9 @@ mod shared_stores;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::header::COOKIE;
-use http::{HeaderMap, HeaderValue};
 use mysql_async::prelude::Queryable;
 use sessionkit::store::mysql::{MySqlOptions, MySqlStore};
-use sessionkit::{now_millis, Config, Error, Manager, Store};
+use sessionkit::{now_millis, Error, Manager, Store};
 use shared_stores::*;
 
 /// A database of the test's own and an admin connection; the database is dropped at the end
@@ -89,35 +87,6 @@ impl Scratch {
     }
 }
 
-fn manager(store: Arc<dyn Store>) -> Manager {
-    let config = Config::builder()
-        .store_timeout(Duration::from_millis(1500))
-        .build()
-        .unwrap();
-    Manager::new(store, config).unwrap()
-}
-
-fn headers(cookie: Option<&str>) -> HeaderMap {
-    let mut h = HeaderMap::new();
-    if let Some(c) = cookie {
-        h.insert(COOKIE, HeaderValue::from_str(c).unwrap());
-    }
-    h
-}
-
-/// One `/count`-like request: the count and the cookie issued, if any.
-async fn count(m: &Manager, cookie: Option<&str>) -> Result<(u64, Option<String>), Error> {
-    let s = m.start(&headers(cookie));
-    let n = s
-        .update("count", |n: Option<u64>| n.unwrap_or(0) + 1)
-        .await?;
-    let out = m.finish(&s).await?;
-    let cookie = out
-        .set_cookie()
-        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned());
-    Ok((n, cookie))
-}
-
 /// `count` that must end within 5 s (a hang fails the test).
 async fn prompt_count(m: &Manager, cookie: &str) -> Result<(u64, Option<String>), Error> {
     tokio::time::timeout(Duration::from_secs(5), count(m, Some(cookie)))
@@ -150,7 +119,7 @@ async fn killed_connections_give_unavailable_then_recover() {
         return;
     };
     let store: Arc<dyn Store> = Arc::new(MySqlStore::open(&x.url()).await.unwrap());
-    let m = manager(store.clone());
+    let m = fault_manager(store.clone());
     let (n, cookie) = count(&m, None).await.unwrap();
     assert_eq!(n, 1);
     let cookie = cookie.unwrap();
@@ -223,7 +192,7 @@ async fn stalled_table_times_out_then_recovers() {
         ..MySqlOptions::default()
     };
     let store: Arc<dyn Store> = Arc::new(MySqlStore::open_with(&x.url(), options).await.unwrap());
-    let m = manager(store.clone());
+    let m = fault_manager(store.clone());
     let (_, cookie) = count(&m, None).await.unwrap();
     let cookie = cookie.unwrap();
     assert_eq!(count(&m, Some(&cookie)).await.unwrap().0, 2);

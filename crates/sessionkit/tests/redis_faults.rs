@@ -13,10 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::header::COOKIE;
-use http::{HeaderMap, HeaderValue};
 use sessionkit::store::redis::{RedisOptions, RedisStore};
-use sessionkit::{now_millis, Config, Error, Manager, Store};
+use sessionkit::{now_millis, Error, Store};
 use shared_stores::*;
 
 /// A redis-server child process on a private port; killed on drop.
@@ -109,35 +107,6 @@ fn options() -> RedisOptions {
     }
 }
 
-fn manager(store: Arc<dyn Store>) -> Manager {
-    let config = Config::builder()
-        .store_timeout(Duration::from_millis(1500))
-        .build()
-        .unwrap();
-    Manager::new(store, config).unwrap()
-}
-
-fn headers(cookie: Option<&str>) -> HeaderMap {
-    let mut h = HeaderMap::new();
-    if let Some(c) = cookie {
-        h.insert(COOKIE, HeaderValue::from_str(c).unwrap());
-    }
-    h
-}
-
-/// One `/count`-like request: returns the cookie issued, if any.
-async fn count(m: &Manager, cookie: Option<&str>) -> Result<(u64, Option<String>), Error> {
-    let s = m.start(&headers(cookie));
-    let n = s
-        .update("count", |n: Option<u64>| n.unwrap_or(0) + 1)
-        .await?;
-    let out = m.finish(&s).await?;
-    let cookie = out
-        .set_cookie()
-        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned());
-    Ok((n, cookie))
-}
-
 /// Runs `fut`, failing the test if it takes longer than `limit` (a hang).
 async fn prompt<T>(what: &str, limit: Duration, fut: impl std::future::Future<Output = T>) -> T {
     match tokio::time::timeout(limit, fut).await {
@@ -163,7 +132,7 @@ async fn redis_down_then_back() {
             .await
             .unwrap(),
     );
-    let m = manager(store.clone());
+    let m = fault_manager(store.clone());
     let (n, cookie) = count(&m, None).await.unwrap();
     assert_eq!(n, 1);
     let cookie = cookie.unwrap();
@@ -272,7 +241,7 @@ async fn stalled_redis_times_out_then_recovers() {
             .await
             .unwrap(),
     );
-    let m = manager(store.clone());
+    let m = fault_manager(store.clone());
     let (_, cookie) = count(&m, None).await.unwrap();
     let cookie = cookie.unwrap();
 
@@ -347,7 +316,7 @@ async fn a_read_is_one_command() {
     // 10 loads + the first INFO (counted once it has answered).
     assert_eq!(after - before, 11);
     // Through the manager: a read-only request on a recently touched session is one command.
-    let m = manager(store.clone());
+    let m = fault_manager(store.clone());
     let (_, cookie) = count(&m, None).await.unwrap();
     let cookie = cookie.unwrap();
     let before = commands_processed(&server.url()).await;

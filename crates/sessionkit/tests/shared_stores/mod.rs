@@ -504,6 +504,37 @@ pub async fn manager_flow(store: Arc<dyn Store>) {
     m.ping().await.unwrap();
 }
 
+/// A manager for the fault tests: a store call longer than 1.5 s fails the request.
+pub fn fault_manager(store: Arc<dyn Store>) -> Manager {
+    let config = Config::builder()
+        .store_timeout(Duration::from_millis(1500))
+        .build()
+        .unwrap();
+    Manager::new(store, config).unwrap()
+}
+
+/// Request headers carrying `cookie`, if any.
+pub fn headers(cookie: Option<&str>) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    if let Some(c) = cookie {
+        h.insert(COOKIE, HeaderValue::from_str(c).unwrap());
+    }
+    h
+}
+
+/// One `/count`-like request through the manager: the count and the cookie issued, if any.
+pub async fn count(m: &Manager, cookie: Option<&str>) -> Result<(u64, Option<String>), Error> {
+    let s = m.start(&headers(cookie));
+    let n = s
+        .update("count", |n: Option<u64>| n.unwrap_or(0) + 1)
+        .await?;
+    let out = m.finish(&s).await?;
+    let cookie = out
+        .set_cookie()
+        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned());
+    Ok((n, cookie))
+}
+
 /// Drops a Postgres schema when dropped (also when the test panics), on a runtime of its own
 /// since the test's runtime may be ending.
 #[cfg(feature = "postgres")]
