@@ -300,6 +300,21 @@ impl MySqlStore {
             .collect()
     }
 
+    /// One attempt of `take`: the row locked, read and deleted in one transaction (MySQL has
+    /// no `DELETE ... RETURNING`).
+    async fn take_once(
+        &self,
+        conn: &mut Conn,
+        key: &Key,
+    ) -> std::result::Result<Option<Record>, mysql_async::Error> {
+        let mut tx = conn.start_transaction(TxOpts::default()).await?;
+        let k = Value::from(&key.0[..]);
+        let rows: Vec<Row> = tx.exec(&self.sql.take, vec![k.clone()]).await?;
+        tx.exec_drop(&self.sql.destroy, vec![k]).await?;
+        tx.commit().await?;
+        Ok(rows.first().and_then(|row| Self::decode(key, row, 0)))
+    }
+
     /// The two steps of `rotate` inside `tx`; the caller commits or rolls back.
     async fn rotate_in(
         &self,
@@ -406,9 +421,18 @@ impl Store for MySqlStore {
         let key_value = params.remove(0);
         let expected = Value::from(expected_version as i64);
         params.extend([key_value.clone(), expected.clone(), r.last_access.into()]);
-        if self.exec("save", &self.sql.save, params).await? == 1 {
-            return Ok(());
+        let mut conn = self.conn("save").await?;
+        match conn.exec_drop(&self.sql.save, params).await {
+            Ok(()) if conn.affected_rows() == 1 => return Ok(()),
+            Ok(()) => {}
+            // The server rolled the statement back (it lost a lock race with a concurrent
+            // `take`): nothing was written, so it is a lost compare-and-set like any other.
+            Err(mysql_async::Error::Server(e)) if e.code == ER_LOCK_DEADLOCK => {
+                return Err(Error::Conflict)
+            }
+            Err(e) => return Err(Error::backend(KIND, "save", e)),
         }
+        drop(conn);
         // 0 rows: no live row at that version, or (a save that keeps the version) the row
         // already held exactly these values, which the server does not count as changed.
         let unchanged = r.version == expected_version
@@ -476,21 +500,19 @@ impl Store for MySqlStore {
     }
 
     async fn take(&self, key: &Key) -> Result<Option<Record>> {
-        let mut conn = self.conn("destroy").await?;
-        let mut tx = conn
-            .start_transaction(TxOpts::default())
-            .await
-            .map_err(backend("destroy"))?;
-        let k = Value::from(&key.0[..]);
-        let rows: Vec<Row> = tx
-            .exec(&self.sql.take, vec![k.clone()])
-            .await
-            .map_err(backend("destroy"))?;
-        tx.exec_drop(&self.sql.destroy, vec![k])
-            .await
-            .map_err(backend("destroy"))?;
-        tx.commit().await.map_err(backend("destroy"))?;
-        Ok(rows.first().and_then(|row| Self::decode(key, row, 0)))
+        // A deadlock victim was rolled back whole: nothing was taken, so try again.
+        for _ in 0..8 {
+            let mut conn = self.conn("destroy").await?;
+            match self.take_once(&mut conn, key).await {
+                Err(mysql_async::Error::Server(e)) if e.code == ER_LOCK_DEADLOCK => continue,
+                other => return other.map_err(backend("destroy")),
+            }
+        }
+        Err(Error::backend(
+            KIND,
+            "destroy",
+            "deadlocked 8 times in a row",
+        ))
     }
 
     async fn gc(&self, now: Millis, limit: usize) -> Result<usize> {
