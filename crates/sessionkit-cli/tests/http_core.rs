@@ -80,12 +80,17 @@ async fn login_rotates_the_id_and_kills_the_old_one(fw) {
     let authed = login(app.addr, &anon, &csrf, "alice").await;
     assert_ne!(authed, anon);
     assert_eq!(get(app.addr, "/whoami", Some(&authed)).await.body, "alice");
-    // Data survives the rotation; the pre-login ID is dead.
+    // Data survives the rotation; the pre-login ID is dead: its key holds at most the
+    // unsealed alias revocation follows, carrying no data and no way to the new ID.
     assert_eq!(
         get(app.addr, "/count", Some(&authed)).await.body.trim(),
         "2"
     );
-    assert!(app.record(&anon).await.is_none());
+    if let Some(alias) = app.record(&anon).await {
+        assert_eq!(alias.successor(), app.manager.key_of(&authed).as_ref());
+        assert!(alias.sealed_successor().is_none());
+        assert!(alias.data.is_empty() && alias.user.is_none());
+    }
     assert_eq!(get(app.addr, "/whoami", Some(&anon)).await.body, "");
     assert_eq!(get(app.addr, "/count", Some(&anon)).await.body.trim(), "1");
 }
