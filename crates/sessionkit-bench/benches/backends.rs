@@ -33,8 +33,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use sessionkit_bench::loadgen::Cookies;
 use sessionkit_bench::ops::{OpsOutcome, OpsPlan};
-use sessionkit_bench::procs::{bench_args, can_pin, env_num, http_run, load_main, pinned};
+use sessionkit_bench::procs::{bench_args, can_pin, env_num, http_run, load_main, pinned, HttpRun};
 use sessionkit_bench::rtt::CountingProxy;
 use sessionkit_bench::stats::{median, verdict_at_least};
 
@@ -242,7 +243,16 @@ fn reachable(addr: SocketAddr) -> bool {
 
 type Cell = (&'static str, Side, &'static str, usize); // backend, side, op, workers
 /// Per (backend, side): req/s of each run, requests per server CPU-second of each run.
-type HttpRuns = BTreeMap<(&'static str, Side), (Vec<f64>, Vec<f64>)>;
+/// Per (store, traffic shape, side): req/s and req per server CPU-second of each round, and the
+/// updates lost over all rounds.
+type HttpRuns = BTreeMap<(&'static str, &'static str, Side), (Vec<f64>, Vec<f64>, u64)>;
+
+/// The HTTP traffic shapes: one session per connection, and one hot session written by every
+/// connection (with the target ratio each must reach).
+const SHAPES: [(&str, Cookies, f64); 2] = [
+    ("sessions", Cookies::PerConnection, 1.2),
+    ("hot", Cookies::Shared(1), 0.5),
+];
 
 fn driver() {
     let rounds = env_num("SKB_ROUNDS", 5) as usize;
@@ -358,15 +368,22 @@ fn driver() {
     let mut http: HttpRuns = BTreeMap::new();
     for round in 0..rounds {
         for b in &live {
-            for (side, url) in sides(b) {
-                let mut server = side_command(side, "serve", b.name, Some(0), pin, &tower);
-                server.arg(&url);
-                let label = format!("{} {}", b.name, side.name());
-                let (rate, per_cpu) = http_run(&label, server, true, secs, conns, pin);
-                println!("round {round} {label:<26} {rate:>9.0} req/s {per_cpu:>9.0} req per server CPU-s");
-                let e = http.entry((b.name, side)).or_default();
-                e.0.push(rate);
-                e.1.push(per_cpu);
+            for (shape, cookies, _) in SHAPES {
+                for (side, url) in sides(b) {
+                    let mut server = side_command(side, "serve", b.name, Some(0), pin, &tower);
+                    server.arg(&url);
+                    let label = format!("{} {shape} {}", b.name, side.name());
+                    let HttpRun {
+                        rate,
+                        per_cpu,
+                        lost,
+                    } = http_run(&label, server, cookies, secs, conns, pin);
+                    println!("round {round} {label:<30} {rate:>9.0} req/s {per_cpu:>9.0} req per server CPU-s  {lost} updates lost");
+                    let e = http.entry((b.name, shape, side)).or_default();
+                    e.0.push(rate);
+                    e.1.push(per_cpu);
+                    e.2 += lost;
+                }
             }
         }
     }
@@ -419,22 +436,27 @@ fn report(cells: &BTreeMap<Cell, Vec<OpsOutcome>>, http: &HttpRuns) {
         );
     }
     println!("\n== medians: count page over HTTP ==");
-    let names: std::collections::BTreeSet<&str> = http.keys().map(|(b, _)| *b).collect();
-    for b in names {
-        let sk = http.get(&(b, Side::Sessionkit));
-        let ts = http.get(&(b, Side::Tower));
-        let (sr, sc) = sk.map_or((f64::NAN, f64::NAN), |v| (median(&v.0), median(&v.1)));
+    let names: std::collections::BTreeSet<(&str, &str)> =
+        http.keys().map(|(b, shape, _)| (*b, *shape)).collect();
+    for (b, shape) in names {
+        let target = SHAPES.iter().find(|s| s.0 == shape).map_or(1.2, |s| s.2);
+        let sk = http.get(&(b, shape, Side::Sessionkit));
+        let ts = http.get(&(b, shape, Side::Tower));
+        let (sr, sc, sl) = sk.map_or((f64::NAN, f64::NAN, 0), |v| {
+            (median(&v.0), median(&v.1), v.2)
+        });
         match ts {
             Some(v) => {
                 let (tr, tc) = (median(&v.0), median(&v.1));
                 println!(
-                    "{b:<9} sessionkit {sr:>8.0} req/s ({sc:>6.0}/CPU-s)  tower-sessions {tr:>8.0} req/s ({tc:>6.0}/CPU-s)  {}  per CPU {:.2}x",
-                    verdict_at_least(sr / tr, 1.2),
+                    "{b:<9} {shape:<8} sessionkit {sr:>8.0} req/s ({sc:>6.0}/CPU-s, {sl} lost)  tower-sessions {tr:>8.0} req/s ({tc:>6.0}/CPU-s, {} lost)  {}  per CPU {:.2}x",
+                    v.2,
+                    verdict_at_least(sr / tr, target),
                     sc / tc
                 );
             }
             None => println!(
-                "{b:<9} sessionkit {sr:>8.0} req/s ({sc:>6.0}/CPU-s)  (no tower-sessions store)"
+                "{b:<9} {shape:<8} sessionkit {sr:>8.0} req/s ({sc:>6.0}/CPU-s, {sl} lost)  (no tower-sessions store)"
             ),
         }
     }

@@ -27,6 +27,7 @@ use axum::Router;
 use common::*;
 use sessionkit::{now_millis, Key, Store};
 use sessionkit_bench::alloc::{allocations, live_bytes, Counting};
+use sessionkit_bench::loadgen::Cookies;
 use sessionkit_bench::stats::{median, verdict_at_most};
 use sessionkit_bench::Rng;
 use tower_service::Service;
@@ -261,7 +262,11 @@ fn child(args: &[String]) -> bool {
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.split(';').next())
                     .map(str::to_owned);
-                let c = if cookie { line.as_deref() } else { None };
+                let c = if cookie != Cookies::None {
+                    line.as_deref()
+                } else {
+                    None
+                };
                 profile_loop(&mut app, c, 10).await;
                 profile_loop(&mut app, c, reps).await;
             });
@@ -384,7 +389,7 @@ fn main() {
         println!("\n== allocations per HTTP request (in-process router call + body) ==");
         let reps = 2_000;
         for (name, app, cookie) in http_scenarios() {
-            let a = allocs_per_request(app(), cookie, reps).await;
+            let a = allocs_per_request(app(), cookie != Cookies::None, reps).await;
             println!("{name:<20} {a:.1}");
         }
     });

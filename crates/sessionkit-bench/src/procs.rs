@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::loadgen::{run, Plan};
+use crate::loadgen::{run, Cookies, Plan};
 use crate::stats::cpu_seconds;
 
 /// The bench binary's arguments without the program name and the `--bench` flag cargo adds.
@@ -66,14 +66,15 @@ pub fn start_server(mut cmd: Command) -> std::io::Result<(Child, u16)> {
     }
 }
 
-/// The `load <port> <cookie 0|1> <secs> <conns>` subcommand: runs the load generator on a
-/// current-thread runtime against `/count` and prints `<requests> <seconds> <errors> <total>`.
+/// The `load <port> <cookies> <secs> <conns>` subcommand (cookies as [`Cookies::arg`]): runs
+/// the load generator on a current-thread runtime against `/count` and prints `<requests>
+/// <seconds> <errors> <total> <lost>`.
 pub fn load_main(args: &[String]) {
     let port: u16 = args[0].parse().expect("port");
     let plan = Plan {
         addr: SocketAddr::from(([127, 0, 0, 1], port)),
         path: "/count".into(),
-        cookie: args[1] == "1",
+        cookies: Cookies::parse(&args[1]).expect("cookies: none, conn or shared<N>"),
         connections: args[3].parse().expect("connections"),
         warmup: Duration::from_secs(1),
         measure: Duration::from_secs_f64(args[2].parse().expect("seconds")),
@@ -84,29 +85,33 @@ pub fn load_main(args: &[String]) {
         .expect("tokio runtime");
     let out = rt.block_on(run(&plan)).expect("load generator");
     println!(
-        "{} {} {} {}",
-        out.requests, out.seconds, out.errors, out.total
+        "{} {} {} {} {}",
+        out.requests, out.seconds, out.errors, out.total, out.lost
     );
 }
 
 /// One measured HTTP run: starts `server` (pinned to core 0 by the caller), drives it from this
-/// executable's `load` subcommand on core 1, stops the server by its handle. Returns (req/s,
-/// requests per server CPU-second), NaN if anything failed or any request had an error. The
-/// second figure counts every request answered (warm-up included) against the CPU time the
-/// server process used, so other processes on the machine do not inflate it.
+/// executable's `load` subcommand on core 1, stops the server by its handle. The second figure
+/// counts every request answered (warm-up included) against the CPU time the server process
+/// used, so other processes on the machine do not inflate it.
 pub fn http_run(
     label: &str,
     server: Command,
-    cookie: bool,
+    cookies: Cookies,
     secs: f64,
     conns: u64,
     pin: bool,
-) -> (f64, f64) {
+) -> HttpRun {
+    let failed = HttpRun {
+        rate: f64::NAN,
+        per_cpu: f64::NAN,
+        lost: 0,
+    };
     let (mut child, port) = match start_server(server) {
         Ok(x) => x,
         Err(e) => {
             eprintln!("{label}: {e}");
-            return (f64::NAN, f64::NAN);
+            return failed;
         }
     };
     let exe = std::env::current_exe().expect("current exe");
@@ -114,7 +119,7 @@ pub fn http_run(
         .args([
             "load",
             &port.to_string(),
-            if cookie { "1" } else { "0" },
+            &cookies.arg(),
             &secs.to_string(),
             &conns.to_string(),
         ])
@@ -124,16 +129,31 @@ pub fn http_run(
     let _ = child.wait();
     let Ok(out) = out else {
         eprintln!("{label}: could not run the load generator");
-        return (f64::NAN, f64::NAN);
+        return failed;
     };
     let text = String::from_utf8_lossy(&out.stdout);
     let f: Vec<f64> = text
         .split_whitespace()
         .filter_map(|s| s.parse().ok())
         .collect();
-    if f.len() != 4 || f[2] > 0.0 {
+    if f.len() != 5 || f[2] > 0.0 {
         eprintln!("{label}: run failed or had errors: {text:?}");
-        return (f64::NAN, f64::NAN);
+        return failed;
     }
-    (f[0] / f[1], f[3] / cpu)
+    HttpRun {
+        rate: f[0] / f[1],
+        per_cpu: f[3] / cpu,
+        lost: f[4] as u64,
+    }
+}
+
+/// What one [`http_run`] measured; NaN rates if anything failed or any request had an error.
+#[derive(Clone, Copy, Debug)]
+pub struct HttpRun {
+    /// Requests per second in the measured window.
+    pub rate: f64,
+    /// Requests answered per server CPU-second.
+    pub per_cpu: f64,
+    /// Lost updates on shared sessions (see [`crate::loadgen::Outcome::lost`]).
+    pub lost: u64,
 }

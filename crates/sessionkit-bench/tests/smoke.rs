@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::*;
 use sessionkit::now_millis;
-use sessionkit_bench::loadgen::{run, Plan};
+use sessionkit_bench::loadgen::{run, Cookies, Plan};
 use sessionkit_bench::Rng;
 
 async fn exercise<S: Subject>() {
@@ -58,7 +58,7 @@ async fn http_scenarios_serve_the_load_generator() {
         let plan = Plan {
             addr,
             path: "/count".into(),
-            cookie,
+            cookies: cookie,
             connections: 2,
             warmup: Duration::from_millis(50),
             measure: Duration::from_millis(150),
@@ -67,6 +67,9 @@ async fn http_scenarios_serve_the_load_generator() {
         server.abort();
         assert_eq!(out.errors, 0, "{name}: errors");
         assert!(out.requests > 0, "{name}: no requests answered");
+        if name.starts_with("sessionkit") {
+            assert_eq!(out.lost, 0, "{name}: lost updates");
+        }
     }
 }
 
@@ -79,7 +82,7 @@ fn the_load_generator_refuses_non_loopback_targets() {
     let plan = Plan {
         addr: SocketAddr::from(([192, 0, 2, 1], 80)),
         path: "/".into(),
-        cookie: false,
+        cookies: Cookies::None,
         connections: 1,
         warmup: Duration::ZERO,
         measure: Duration::ZERO,

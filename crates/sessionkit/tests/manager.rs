@@ -574,3 +574,130 @@ async fn a_flash_taken_in_its_own_request_stores_no_session() {
     assert!(m.finish(&s).await.unwrap().is_empty());
     assert_eq!(store.len(now_millis()).await.unwrap(), 0);
 }
+
+/// A memory store whose saves take a store round trip's time, and that counts them: so the
+/// queue of writers on one hot session forms as it does against Redis or Postgres.
+#[derive(Debug)]
+struct SlowSaves {
+    inner: MemoryStore,
+    saves: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl Store for SlowSaves {
+    fn kind(&self) -> &'static str {
+        "slow-saves"
+    }
+    async fn load(
+        &self,
+        key: &sessionkit::Key,
+        now: sessionkit::Millis,
+    ) -> sessionkit::Result<Option<Record>> {
+        self.inner.load(key, now).await
+    }
+    async fn create(&self, key: &sessionkit::Key, record: &Record) -> sessionkit::Result<()> {
+        self.inner.create(key, record).await
+    }
+    async fn save(
+        &self,
+        key: &sessionkit::Key,
+        record: &Record,
+        expected: u64,
+    ) -> sessionkit::Result<()> {
+        self.saves
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        self.inner.save(key, record, expected).await
+    }
+    async fn touch(
+        &self,
+        key: &sessionkit::Key,
+        at: sessionkit::Millis,
+        until: sessionkit::Millis,
+    ) -> sessionkit::Result<bool> {
+        self.inner.touch(key, at, until).await
+    }
+    async fn rotate(
+        &self,
+        old: &sessionkit::Key,
+        expected: u64,
+        new: &sessionkit::Key,
+        record: &Record,
+        alias: Option<&Record>,
+    ) -> sessionkit::Result<()> {
+        self.inner.rotate(old, expected, new, record, alias).await
+    }
+    async fn take(&self, key: &sessionkit::Key) -> sessionkit::Result<Option<Record>> {
+        self.inner.take(key).await
+    }
+    async fn gc(&self, now: sessionkit::Millis, limit: usize) -> sessionkit::Result<usize> {
+        self.inner.gc(now, limit).await
+    }
+    async fn len(&self, now: sessionkit::Millis) -> sessionkit::Result<u64> {
+        self.inner.len(now).await
+    }
+    async fn scan(
+        &self,
+        cursor: Option<&str>,
+        limit: usize,
+        now: sessionkit::Millis,
+    ) -> sessionkit::Result<sessionkit::Page> {
+        self.inner.scan(cursor, limit, now).await
+    }
+    async fn sessions_of(
+        &self,
+        user: &str,
+        now: sessionkit::Millis,
+    ) -> sessionkit::Result<Vec<(sessionkit::Key, Record)>> {
+        self.inner.sessions_of(user, now).await
+    }
+    async fn destroy_user(&self, user: &str) -> sessionkit::Result<u64> {
+        self.inner.destroy_user(user).await
+    }
+    async fn ping(&self) -> sessionkit::Result<()> {
+        self.inner.ping().await
+    }
+}
+
+#[tokio::test]
+async fn writers_queued_on_a_hot_session_cost_one_save_each() {
+    let store = Arc::new(SlowSaves {
+        inner: MemoryStore::new(),
+        saves: Default::default(),
+    });
+    let m = Manager::new(store.clone(), Config::default()).unwrap();
+    let s = m.start(&HeaderMap::new());
+    s.insert("n", 0u64).await.unwrap();
+    let token = token_of(&m, &m.finish(&s).await.unwrap());
+    // Every writer loads the same version, then all finish at once: each one queued behind
+    // the others would lose its compare-and-set and reload, unless the queue hands the
+    // written record down.
+    const WRITERS: u64 = 16;
+    let mut sessions = Vec::new();
+    for _ in 0..WRITERS {
+        let s = m.start(&cookie_headers(&m, &token));
+        s.update("n", |n: Option<u64>| n.unwrap_or(0) + 1)
+            .await
+            .unwrap();
+        sessions.push(s);
+    }
+    let mut finishes = tokio::task::JoinSet::new();
+    for s in sessions {
+        let m = m.clone();
+        finishes.spawn(async move { m.finish(&s).await.map(drop) });
+    }
+    while let Some(out) = finishes.join_next().await {
+        out.unwrap().unwrap();
+    }
+    let s = m.start(&cookie_headers(&m, &token));
+    assert_eq!(
+        s.get::<u64>("n").await.unwrap(),
+        Some(WRITERS),
+        "no update lost"
+    );
+    assert_eq!(
+        store.saves.load(std::sync::atomic::Ordering::Relaxed) as u64,
+        WRITERS,
+        "one save per writer, no lost compare-and-set"
+    );
+}

@@ -6,6 +6,7 @@
 
 #![allow(dead_code)]
 
+use sessionkit_bench::loadgen::Cookies;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -452,24 +453,24 @@ async fn ts_count(session: tower_sessions::Session) -> Result<String, StatusCode
     Ok(format!("{n}\n"))
 }
 
-/// One HTTP scenario: name, app, whether the load generator keeps a cookie.
-pub type Scenario = (&'static str, fn() -> Router, bool);
+/// One HTTP scenario: name, app, which cookies the load generator sends.
+pub type Scenario = (&'static str, fn() -> Router, Cookies);
 
-/// The HTTP scenarios.
+/// The HTTP scenarios: one session per connection, a new session per request, and one hot
+/// session that every connection writes (a page firing parallel requests).
 pub fn http_scenarios() -> Vec<Scenario> {
+    let sk = sessionkit_bench::apps::sessionkit_count as fn() -> Router;
     vec![
+        ("sessionkit-cookie", sk, Cookies::PerConnection),
+        ("sessionkit-nocookie", sk, Cookies::None),
+        ("sessionkit-hot", sk, Cookies::Shared(1)),
         (
-            "sessionkit-cookie",
-            sessionkit_bench::apps::sessionkit_count as fn() -> Router,
-            true,
+            "bare-atomic",
+            sessionkit_bench::apps::bare_count,
+            Cookies::None,
         ),
-        (
-            "sessionkit-nocookie",
-            sessionkit_bench::apps::sessionkit_count,
-            false,
-        ),
-        ("bare-atomic", sessionkit_bench::apps::bare_count, false),
-        ("tower-cookie", tower_count, true),
-        ("tower-nocookie", tower_count, false),
+        ("tower-cookie", tower_count, Cookies::PerConnection),
+        ("tower-nocookie", tower_count, Cookies::None),
+        ("tower-hot", tower_count, Cookies::Shared(1)),
     ]
 }

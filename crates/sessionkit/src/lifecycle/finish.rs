@@ -151,7 +151,16 @@ impl Core {
         // Writers to the same session in this process queue here, so compare-and-set conflicts
         // come only from other processes. Without it, on a store with real round trips, a
         // loser backing off keeps losing to fresh requests that never wait (starvation).
-        let mut _turn = self.turn(&key).lock().await;
+        let mut turn = self.turn(&key).take().await;
+        if let Some((_, ahead)) = turn
+            .take()
+            .filter(|(k, r)| *k == key && r.version > version)
+        {
+            // A writer queued ahead of this one wrote since this request loaded: replay on
+            // what it wrote rather than lose a compare-and-set and reload it.
+            version = ahead.version;
+            fresh = Some(ahead);
+        }
         for attempt in 0..c.max_retries {
             // The request's view is the loaded record with its operations already applied (each
             // was applied as it was recorded), so the first attempt saves it as is; after a lost
@@ -207,9 +216,14 @@ impl Core {
                         _ => Outcome::Nothing,
                     })
             };
-            st.view = record;
             match outcome {
                 Ok(outcome) => {
+                    // Hand the written record to the writers queued behind (see `WriteTurn`).
+                    // After a rotation they find the old key's alias and follow it instead.
+                    if !rotate && self.turn(&key).contended() {
+                        *turn = Some((key, record.clone()));
+                    }
+                    st.view = record;
                     if matches!(outcome, Outcome::Issue { .. }) {
                         metrics::rotated();
                     } else {
@@ -217,8 +231,14 @@ impl Core {
                     }
                     return Ok(outcome);
                 }
-                Err(Error::Conflict) | Err(Error::Exists) => metrics::conflict_retried(),
-                Err(e) => return Err(e),
+                Err(Error::Conflict) | Err(Error::Exists) => {
+                    st.view = record;
+                    metrics::conflict_retried()
+                }
+                Err(e) => {
+                    st.view = record;
+                    return Err(e);
+                }
             }
             // Lost the race: reload and replay on what the winner wrote.
             let Some(winner) = self.call("load", store.load(&key, now)).await? else {
@@ -252,8 +272,8 @@ impl Core {
             // request racing them un-queued while it backs off, and on a store with slow writes
             // it lost every round (a livelock that ended in `Contention`). Release first: two
             // keys can share a stripe, and holding two turns could deadlock.
-            drop(_turn);
-            _turn = self.turn(&key).lock().await;
+            drop(turn);
+            turn = self.turn(&key).take().await;
             // Loaded once the turn is ours, so the writers it waited for are in the base, and
             // the retry follows at once.
             let Some(base) = self.call("load", store.load(&key, now)).await? else {

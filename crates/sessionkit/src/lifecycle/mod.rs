@@ -40,7 +40,53 @@ pub(crate) struct Core {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) config: Config,
     /// Writers to one session in this process take turns (see `finish`).
-    write_turns: Box<[tokio::sync::Mutex<()>]>,
+    write_turns: Box<[WriteTurn]>,
+}
+
+/// One stripe of write turns: the lock writers queue on, and what the last of them wrote when
+/// others were queued behind it.
+///
+/// A queued writer loaded its record before it waited, so the writes ahead of it made that
+/// record stale: its compare-and-set would fail, and it would reload what this process just
+/// wrote. Handing the written record down the queue saves both round trips, so a hot session's
+/// writes cost one store call each. The store's compare-and-set still decides: a record
+/// overtaken by another process fails as before and is reloaded.
+pub(crate) struct WriteTurn {
+    /// Writers waiting for `last` (the lock), so the holder knows whether to keep a copy.
+    waiting: std::sync::atomic::AtomicUsize,
+    last: tokio::sync::Mutex<Option<(Key, Record)>>,
+}
+
+impl WriteTurn {
+    fn new() -> Self {
+        Self {
+            waiting: std::sync::atomic::AtomicUsize::new(0),
+            last: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// Waits for the turn.
+    pub(crate) async fn take(&self) -> tokio::sync::MutexGuard<'_, Option<(Key, Record)>> {
+        use std::sync::atomic::Ordering::Relaxed;
+        if let Ok(guard) = self.last.try_lock() {
+            return guard;
+        }
+        // Counted out on drop, so a request cancelled while it waits is not counted forever.
+        struct Queued<'a>(&'a std::sync::atomic::AtomicUsize);
+        impl Drop for Queued<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Relaxed);
+            }
+        }
+        self.waiting.fetch_add(1, Relaxed);
+        let _queued = Queued(&self.waiting);
+        self.last.lock().await
+    }
+
+    /// Whether writers are queued for this turn (a hint: one may arrive just after).
+    pub(crate) fn contended(&self) -> bool {
+        self.waiting.load(std::sync::atomic::Ordering::Relaxed) > 0
+    }
 }
 
 /// Number of write-turn stripes; sessions share a stripe by key, so this bounds memory, not
@@ -67,14 +113,12 @@ impl Core {
         Self {
             store,
             config,
-            write_turns: (0..WRITE_TURNS)
-                .map(|_| tokio::sync::Mutex::new(()))
-                .collect(),
+            write_turns: (0..WRITE_TURNS).map(|_| WriteTurn::new()).collect(),
         }
     }
 
     /// The write turn of `key` in this process.
-    fn turn(&self, key: &Key) -> &tokio::sync::Mutex<()> {
+    fn turn(&self, key: &Key) -> &WriteTurn {
         &self.write_turns[key.stripe() % WRITE_TURNS]
     }
 
