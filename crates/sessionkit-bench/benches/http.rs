@@ -37,11 +37,46 @@ fn serve(scenario: &str) {
     });
 }
 
+/// The demo runs: the real `sessionkit serve --store memory://` (metrics on, as shipped, and
+/// off), against 64 sessions shared by the connections, like `tower-spread64`.
+const DEMO: [(&str, &[&str]); 2] = [
+    ("demo-spread64", &[]),
+    ("demo-nometrics-spread64", &["--no-metrics"]),
+];
+
+/// The release `sessionkit` binary beside this bench's (`cargo build --release -p
+/// sessionkit-cli` makes it), or `SKB_DEMO_BIN`.
+fn demo_bin() -> Option<std::path::PathBuf> {
+    let path = match std::env::var_os("SKB_DEMO_BIN") {
+        Some(p) => p.into(),
+        None => std::env::current_exe()
+            .ok()?
+            .parent()?
+            .parent()?
+            .join("sessionkit"),
+    };
+    path.exists().then_some(path)
+}
+
 /// One run of `scenario`.
 fn one_run(scenario: &str, cookies: Cookies, secs: f64, conns: u64, pin: bool) -> HttpRun {
-    let exe = std::env::current_exe().expect("current exe");
-    let mut server = pinned(0, pin, &exe);
-    server.args(["serve", scenario]);
+    let server = match DEMO.iter().find(|(n, _)| *n == scenario) {
+        Some((_, extra)) => {
+            let mut server = pinned(0, pin, &demo_bin().expect("demo binary"));
+            server
+                .args(["serve", "--addr", "127.0.0.1:0", "--store", "memory://"])
+                .args(*extra)
+                .env("RUST_LOG", "warn")
+                .stderr(std::process::Stdio::null());
+            server
+        }
+        None => {
+            let exe = std::env::current_exe().expect("current exe");
+            let mut server = pinned(0, pin, &exe);
+            server.args(["serve", scenario]);
+            server
+        }
+    };
     http_run(scenario, server, cookies, secs, conns, pin)
 }
 
@@ -58,11 +93,23 @@ fn driver() {
             "and load generator unpinned (no taskset or < 2 cores)"
         }
     );
-    let scenarios = common::http_scenarios();
+    let mut scenarios: Vec<(&str, Cookies)> = common::http_scenarios()
+        .into_iter()
+        .map(|(n, _, c)| (n, c))
+        .collect();
+    match demo_bin() {
+        Some(bin) => {
+            println!("demo binary: {}", bin.display());
+            scenarios.extend(DEMO.iter().map(|(n, _)| (*n, Cookies::Shared(64))));
+        }
+        None => {
+            println!("no demo binary (cargo build --release -p sessionkit-cli): demo runs skipped")
+        }
+    }
     let mut rates: Vec<Vec<f64>> = vec![vec![]; scenarios.len()];
     let mut per_cpu: Vec<Vec<f64>> = vec![vec![]; scenarios.len()];
     for round in 0..runs {
-        for (i, (name, _, cookies)) in scenarios.iter().enumerate() {
+        for (i, (name, cookies)) in scenarios.iter().enumerate() {
             let run = one_run(name, *cookies, secs, conns, taskset);
             let lost = match run.lost {
                 0 => String::new(),
@@ -78,7 +125,7 @@ fn driver() {
     }
     println!("\nmedians:");
     let mut med = std::collections::HashMap::new();
-    for (i, (name, _, _)) in scenarios.iter().enumerate() {
+    for (i, (name, _)) in scenarios.iter().enumerate() {
         let m = median(&rates[i]);
         let all: Vec<String> = rates[i].iter().map(|r| format!("{r:.0}")).collect();
         println!("{name:<20} {m:>10.0} req/s   (runs: {})", all.join(", "));
@@ -86,7 +133,7 @@ fn driver() {
     }
     println!("\nrequests per server CPU-second (medians):");
     let mut cmed = std::collections::HashMap::new();
-    for (i, (name, _, _)) in scenarios.iter().enumerate() {
+    for (i, (name, _)) in scenarios.iter().enumerate() {
         let m = median(&per_cpu[i]);
         println!("{name:<20} {m:>10.0}");
         cmed.insert(*name, m);
@@ -99,6 +146,13 @@ fn driver() {
         rc("sessionkit-nocookie", "tower-nocookie"),
         rc("sessionkit-hot", "tower-hot")
     );
+    if med.contains_key("demo-spread64") {
+        println!(
+            "per CPU-second: demo/tower {:.2}x, demo metrics on/off {:.3}x",
+            rc("demo-spread64", "tower-spread64"),
+            rc("demo-spread64", "demo-nometrics-spread64")
+        );
+    }
     let r = |a: &str, b: &str| med[a] / med[b];
     println!("\nratios of medians:");
     println!(
@@ -117,6 +171,16 @@ fn driver() {
         "hot session vs tower-sessions:         {}",
         verdict_at_least(r("sessionkit-hot", "tower-hot"), 0.5)
     );
+    if med.contains_key("demo-spread64") {
+        println!(
+            "demo (memory://) vs tower-sessions:    {}",
+            verdict_at_least(r("demo-spread64", "tower-spread64"), 1.2)
+        );
+        println!(
+            "demo metrics on vs off:                {}",
+            verdict_at_least(r("demo-spread64", "demo-nometrics-spread64"), 0.97)
+        );
+    }
 }
 
 fn main() {

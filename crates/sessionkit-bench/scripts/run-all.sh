@@ -15,6 +15,8 @@ mkdir -p "$out"
 } > "$out/machine.txt"
 cargo bench -p sessionkit-bench --bench heap 2>&1 | tee "$out/heap.txt"
 cargo bench -p sessionkit-bench --bench store 2>&1 | tee "$out/store.txt"
+# The http bench also runs the real demo (`sessionkit serve --store memory://`).
+cargo build --release -p sessionkit-cli
 cargo bench -p sessionkit-bench --bench http 2>&1 | tee "$out/http.txt"
 cargo bench -p sessionkit-bench --bench backends 2>&1 | tee "$out/backends.txt"
 python3 scripts/plot.py

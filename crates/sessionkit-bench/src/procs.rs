@@ -49,12 +49,14 @@ pub fn pinned(core: u8, pin: bool, program: &std::path::Path) -> Command {
     }
 }
 
-/// Starts a server command that prints its port as its first line of output.
+/// Starts a server command that prints its port as its first line of output, alone or at the
+/// end of an address (`sessionkit serve` prints `... listening on http://127.0.0.1:PORT`).
 pub fn start_server(mut cmd: Command) -> std::io::Result<(Child, u16)> {
     let mut child = cmd.stdout(Stdio::piped()).spawn()?;
     let mut line = String::new();
     BufReader::new(child.stdout.take().expect("piped stdout")).read_line(&mut line)?;
-    match line.trim().parse() {
+    let port = line.trim().rsplit(':').next().unwrap_or("").parse();
+    match port {
         Ok(port) => Ok((child, port)),
         Err(_) => {
             let _ = child.kill();

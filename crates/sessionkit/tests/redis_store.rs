@@ -117,7 +117,8 @@ async fn layout(s: &RedisStore) {
         .await
         .unwrap();
     assert_eq!(at, r.expires_at);
-    // Touch moves the TTL with the deadline.
+    // A touch that moves the deadline past the TTL moves the TTL, with as much slack again,
+    // never past the absolute deadline; one that stays within the TTL leaves it alone.
     let later = now_millis();
     s.touch(&k, later, later + 120_000).await.unwrap();
     let at: i64 = redis::cmd("PEXPIRETIME")
@@ -125,7 +126,24 @@ async fn layout(s: &RedisStore) {
         .query_async(&mut c)
         .await
         .unwrap();
-    assert_eq!(at, later + 120_000);
+    assert_eq!(at, (later + 240_000).min(r.absolute_expires_at));
+    s.touch(&k, later + 1, later + 120_001).await.unwrap();
+    let unmoved: i64 = redis::cmd("PEXPIRETIME")
+        .arg(&rec_key)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(unmoved, at);
+    assert_eq!(
+        s.load(&k, later + 120_000)
+            .await
+            .unwrap()
+            .unwrap()
+            .expires_at,
+        later + 120_001,
+        "the deadline itself is exact"
+    );
+    assert!(s.load(&k, later + 120_001).await.unwrap().is_none());
     // Every key this store wrote carries its prefix: the session ID never appears.
     let v: String = redis::cmd("HGET")
         .arg(&rec_key)

@@ -456,8 +456,9 @@ async fn ts_count(session: tower_sessions::Session) -> Result<String, StatusCode
 /// One HTTP scenario: name, app, which cookies the load generator sends.
 pub type Scenario = (&'static str, fn() -> Router, Cookies);
 
-/// The HTTP scenarios: one session per connection, a new session per request, and one hot
-/// session that every connection writes (a page firing parallel requests).
+/// The HTTP scenarios: one session per connection, a new session per request, one hot session
+/// that every connection writes (a page firing parallel requests), and (for the demo
+/// comparison) 64 sessions shared by the connections.
 pub fn http_scenarios() -> Vec<Scenario> {
     let sk = sessionkit_bench::apps::sessionkit_count as fn() -> Router;
     vec![
@@ -472,5 +473,6 @@ pub fn http_scenarios() -> Vec<Scenario> {
         ("tower-cookie", tower_count, Cookies::PerConnection),
         ("tower-nocookie", tower_count, Cookies::None),
         ("tower-hot", tower_count, Cookies::Shared(1)),
+        ("tower-spread64", tower_count, Cookies::Shared(64)),
     ]
 }

@@ -103,6 +103,18 @@ pub async fn deadlines_follow_save_and_touch(fx: Fixture) {
     assert_eq!(load(&store, &c, later).await, None, "touch shortened c");
     assert_eq!(load(&store, &d, later).await, None, "save shortened d");
     assert_eq!(len(&store, later).await, 2);
+    // What awaits GC is the two shortened records, not the extended ones (a store whose
+    // expiry index lags a moved deadline must not count them).
+    let awaiting = store
+        .expired_awaiting_gc(later)
+        .await
+        .expect("expired_awaiting_gc");
+    if let Some(n) = awaiting {
+        assert!(n <= 2, "{n} records counted as awaiting GC, 2 expired");
+        if !fx.self_expiring {
+            assert_eq!(n, 2, "the 2 expired records await GC");
+        }
+    }
 
     let removed = gc_all(&store, later, 100).await;
     if fx.self_expiring {

@@ -6,11 +6,15 @@
 //! With key prefix `P` (default `sk:`), a session with key `K` (64 hex digits) lives in
 //!
 //! - `P{BB}r:K`, a HASH: `v` version, `e` expires_at (ms), `l` last_access (ms), `b` absolute
-//!   deadline (ms), `u` user (absent when none), `a` = 1 on a rotation alias, and `d` the payload,
-//!   [`Record::encode`] of the record as last saved. A touch changes only `l` and `e`, which
-//!   override the payload's copies when the record is read back.
-//! - `P{BB}x`, a sorted set of the bucket's (non-alias) sessions scored by `expires_at`, which
-//!   gives `len` and `gc` their cost in expired records rather than all records.
+//!   deadline (ms), `u` user (absent when none), `a` = 1 on a rotation alias, `t` the TTL last
+//!   set when it is not `e`, and `d` the payload, [`Record::encode`] of the record as last
+//!   saved. A touch changes only `l` and `e` (and maybe `t`), which override the payload's
+//!   copies when the record is read back.
+//! - `P{BB}x`, a sorted set of the bucket's (non-alias) sessions scored by a lower bound of
+//!   their `expires_at`: the deadline at create, moved by a write only when the deadline moves
+//!   earlier, and corrected by `gc` when it comes due while the record lives on. That keeps
+//!   the index off the hot write (a session in use moves its deadline later on every save) and
+//!   gives `len` and `gc` their cost in records that came due rather than all records.
 //! - `P{BB}k`, a sorted set of the bucket's sessions with equal scores, read in key order by
 //!   `scan`, so a scan never returns a record twice.
 //! - `Pu:{H}`, per user (H = hash of the user name), a sorted set of that user's session keys
@@ -24,9 +28,12 @@
 //!
 //! # Expiry
 //!
-//! Records carry Redis' own TTL (`PEXPIREAT` at `expires_at`, which is already the earlier of the
-//! idle and the absolute deadline), so an expired session disappears without any sweeper. The
-//! scripts also compare against the caller's `now`, so a record is never served past its
+//! Records carry Redis' own TTL, never earlier than `expires_at` (which is already the earlier
+//! of the idle and the absolute deadline) and never later than the absolute deadline: set at
+//! the deadline on create, and moved, with as much slack again, only when a save or touch
+//! moves the deadline past it (about once per idle period for a session in use). So an expired
+//! session disappears without any sweeper, at most one idle period late. The scripts compare
+//! against the caller's `now` and the exact deadline, so a record is never served past its
 //! deadline even before Redis reclaims it. [`Store::gc`] only drops the index entries of records
 //! that expired (and deletes records that are expired by the caller's clock but not yet by
 //! Redis').
@@ -72,11 +79,14 @@ use crate::id::Key;
 use crate::record::{Millis, Record};
 
 use conn::{as_bytes, as_i64, as_int, as_string, parse_scan, status_user, Conn};
-use scripts::{expire_arg, record_args, scripts, Scripts};
+use scripts::{expire_arg, record_args, scripts, ttl_arg, Scripts};
 
 mod conn;
 mod scripts;
 mod tls;
+
+/// Page size of the read-only walk over due expiry-index entries (`len`, the expired count).
+const DUE_PAGE: usize = 512;
 
 /// How often `sessions_of` lists again after meeting a dead index member (a rotation in
 /// flight).
@@ -332,6 +342,109 @@ impl RedisStore {
         (format!("{b}x"), format!("{b}k"))
     }
 
+    /// Up to `limit` due expiry-index entries (score at or before `now`), in bucket order.
+    async fn due(&self, now: Millis, limit: usize) -> Result<Vec<Key>> {
+        let cmds = (0..=255u8)
+            .map(|b| {
+                let mut c = redis::cmd("ZRANGEBYSCORE");
+                c.arg(self.bucket_keys(b).0)
+                    .arg("-inf")
+                    .arg(now)
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(limit);
+                c
+            })
+            .collect();
+        let mut due = Vec::new();
+        for v in self.many(cmds, "gc").await? {
+            due.extend(member_keys(v));
+            if due.len() >= limit {
+                break;
+            }
+        }
+        due.truncate(limit);
+        Ok(due)
+    }
+
+    /// Runs `gc_one` on each of `due`; returns how many were removed (the rest were live and
+    /// had their score corrected).
+    async fn gc_keys(&self, due: &[Key], now: Millis) -> Result<usize> {
+        let results = join_all(due.iter().map(|k| async move {
+            let args = [k.to_hex().into_bytes(), now.to_string().into_bytes()];
+            self.eval(&self.scripts.gc_one, &self.keys3(k), &args, "gc")
+                .await
+        }))
+        .await;
+        let mut removed = 0;
+        let mut unindex = Vec::new();
+        for (k, r) in due.iter().zip(results) {
+            if let (1, user) = status_user(r?, "gc")? {
+                removed += 1;
+                if let Some(u) = user {
+                    let mut c = redis::cmd("ZREM");
+                    c.arg(self.user_key(&u)).arg(k.to_hex());
+                    unindex.push(c);
+                }
+            }
+        }
+        self.many(unindex, "gc").await?;
+        Ok(removed)
+    }
+
+    /// The due expiry-index entries at `now`, split into (live records, the rest), read in
+    /// pages of [`DUE_PAGE`] per bucket without changing anything.
+    async fn due_split(&self, now: Millis, op: &'static str) -> Result<(u64, u64)> {
+        let per_bucket = join_all((0..=255u8).map(|b| async move {
+            let (x, _) = self.bucket_keys(b);
+            let (mut live, mut dead, mut offset) = (0u64, 0u64, 0usize);
+            loop {
+                let mut c = redis::cmd("ZRANGEBYSCORE");
+                c.arg(&x)
+                    .arg("-inf")
+                    .arg(now)
+                    .arg("LIMIT")
+                    .arg(offset)
+                    .arg(DUE_PAGE);
+                let members = member_keys(self.query(&c, op).await?);
+                let cmds = members
+                    .iter()
+                    .map(|k| {
+                        let mut c = redis::cmd("HMGET");
+                        c.arg(self.rec_key(k)).arg("e").arg("a");
+                        c
+                    })
+                    .collect();
+                for v in self.many(cmds, op).await? {
+                    let (e, alias) = match v {
+                        Value::Array(f) => {
+                            let mut f = f.into_iter();
+                            let e = f.next().and_then(as_i64);
+                            (e, !matches!(f.next(), Some(Value::Nil) | None))
+                        }
+                        _ => (None, false),
+                    };
+                    match e {
+                        Some(e) if e > now && !alias => live += 1,
+                        _ => dead += 1,
+                    }
+                }
+                if members.len() < DUE_PAGE {
+                    return Ok::<_, Error>((live, dead));
+                }
+                offset += members.len();
+            }
+        }))
+        .await;
+        let mut total = (0, 0);
+        for r in per_bucket {
+            let (live, dead) = r?;
+            total.0 += live;
+            total.1 += dead;
+        }
+        Ok(total)
+    }
+
     /// Sum over every bucket of the expiry-index entries scored in `min..=max` (ZCOUNT syntax).
     async fn count_expiry_index(&self, min: String, max: String, op: &'static str) -> Result<u64> {
         let cmds = (0..=255u8)
@@ -525,7 +638,11 @@ impl Store for RedisStore {
             expected_version.to_string().into_bytes(),
         ];
         args.extend(record_args(key, record));
-        args.push(expire_arg(record.expires_at));
+        args.push(ttl_arg(
+            record.last_access,
+            record.expires_at,
+            record.absolute_expires_at,
+        ));
         match record.user.as_deref() {
             Some(user) if !self.is_cluster() => {
                 let score = index_score(record);
@@ -557,6 +674,7 @@ impl Store for RedisStore {
                     key.to_hex().into_bytes(),
                     last_access.to_string().into_bytes(),
                     expire_arg(expires_at),
+                    ttl_arg(last_access, expires_at, Millis::MAX),
                 ],
                 "touch",
             )
@@ -671,70 +789,38 @@ impl Store for RedisStore {
         Ok(Self::read_record(key, Value::Array(fields), Millis::MIN).map(|(r, _, _)| r))
     }
 
+    /// Drops the index entries (and any hash left) of records expired at `now`, at most
+    /// `limit`. Expiry-index scores are lower bounds (a save that moves a deadline later leaves
+    /// the score alone), so some due entries belong to live records: those get their score
+    /// corrected instead, which moves them out of the due range, and the pass reads on until it
+    /// removed `limit` or nothing is due.
     async fn gc(&self, now: Millis, limit: usize) -> Result<usize> {
-        if limit == 0 {
-            return Ok(0);
-        }
-        // Due entries of every bucket, then at most `limit` of them in bucket order.
-        let cmds = (0..=255u8)
-            .map(|b| {
-                let mut c = redis::cmd("ZRANGEBYSCORE");
-                c.arg(self.bucket_keys(b).0)
-                    .arg("-inf")
-                    .arg(now)
-                    .arg("LIMIT")
-                    .arg(0)
-                    .arg(limit);
-                c
-            })
-            .collect();
-        let mut due = Vec::new();
-        for v in self.many(cmds, "gc").await? {
-            if let Value::Array(members) = v {
-                for m in members.into_iter().filter_map(as_string) {
-                    if let Some(k) = Key::from_hex(&m) {
-                        due.push(k);
-                    }
-                }
-            }
-            if due.len() >= limit {
+        let mut removed = 0;
+        while removed < limit {
+            let due = self.due(now, limit - removed).await?;
+            if due.is_empty() {
                 break;
             }
+            removed += self.gc_keys(&due, now).await?;
         }
-        due.truncate(limit);
-        let results = join_all(due.iter().map(|k| async move {
-            let args = [k.to_hex().into_bytes(), now.to_string().into_bytes()];
-            self.eval(&self.scripts.gc_one, &self.keys3(k), &args, "gc")
-                .await
-        }))
-        .await;
-        let mut removed = 0;
-        let mut unindex = Vec::new();
-        for (k, r) in due.iter().zip(results) {
-            if let (1, user) = status_user(r?, "gc")? {
-                removed += 1;
-                if let Some(u) = user {
-                    let mut c = redis::cmd("ZREM");
-                    c.arg(self.user_key(&u)).arg(k.to_hex());
-                    unindex.push(c);
-                }
-            }
-        }
-        self.many(unindex, "gc").await?;
         Ok(removed)
     }
 
+    /// Live sessions: those whose expiry-index score is still ahead, and the due entries whose
+    /// record is live after all (their score lags a later deadline until `gc` corrects it).
     async fn len(&self, now: Millis) -> Result<u64> {
-        self.count_expiry_index(format!("({now}"), "+inf".to_owned(), "len")
-            .await
+        let ahead = self
+            .count_expiry_index(format!("({now}"), "+inf".to_owned(), "len")
+            .await?;
+        let (live, _) = self.due_split(now, "len").await?;
+        Ok(ahead + live)
     }
 
-    /// Entries of the expiry index that are due: their hashes may already be gone (Redis' own
-    /// TTL), but the index entries are what a `gc` pass removes and counts.
+    /// Due entries of the expiry index whose record is not live: their hashes may already be
+    /// gone (Redis' own TTL), but the entries are what a `gc` pass removes and counts.
     async fn expired_awaiting_gc(&self, now: Millis) -> Result<Option<u64>> {
-        self.count_expiry_index("-inf".to_owned(), now.to_string(), "expired")
-            .await
-            .map(Some)
+        let (_, dead) = self.due_split(now, "expired").await?;
+        Ok(Some(dead))
     }
 
     async fn scan(&self, cursor: Option<&str>, limit: usize, now: Millis) -> Result<Page> {

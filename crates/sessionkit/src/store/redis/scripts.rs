@@ -31,6 +31,22 @@ pub(super) fn expire_arg(at: Millis) -> Vec<u8> {
     at.clamp(1, 1_000_000_000_000_000).to_string().into_bytes()
 }
 
+/// The TTL a save or touch at `now` sets when the record's deadline `expires_at` has moved
+/// past its current TTL: the deadline plus as long again (never past the absolute deadline,
+/// never before the deadline). A session in use then moves its TTL about once per idle period
+/// instead of on every write, which is a `PEXPIREAT` (and a Lua call) less per save. Reads
+/// and scripts check the deadline itself (`e`), so a record is never served past it; on the
+/// server it outlives it by at most that slack, until `gc` or the TTL removes it.
+pub(super) fn ttl_arg(now: Millis, expires_at: Millis, absolute: Millis) -> Vec<u8> {
+    let slack = expires_at.saturating_sub(now).max(0);
+    expire_arg(
+        expires_at
+            .saturating_add(slack)
+            .min(absolute)
+            .max(expires_at),
+    )
+}
+
 pub(super) struct Script {
     pub(super) code: String,
     pub(super) sha: String,
@@ -94,17 +110,23 @@ const PRELUDE: &str = include_str!("prelude.lua");
 const CREATE: &str = include_str!("create.lua");
 
 // KEYS: rec, x, k[, user index]. ARGV: member, now, expected version, record fields (4..10),
-// the record's PEXPIREAT time (11, clamped by the caller)[, the user-index score (12) and its
-// PEXPIREAT time (13)]. The user index is passed only on a standalone server, where one script
-// may touch any key: there the index entry is written with the record, atomically, and a
-// signed-in session's save stays one round trip. (A cluster keeps the index in another slot
-// and writes it first, in a call of its own.)
-// The record is live and no alias, so its hash holds exactly v, e, l, b, d and maybe u, and
-// its key-order entry (k) exists since create: overwrite in place (no DEL and re-create) and
-// leave k alone. Self-contained (no prelude): this is the hot write.
+// the record's TTL should the deadline pass its current one (11, `ttl_arg`)[, the user-index
+// score (12) and its PEXPIREAT time (13)]. The user index is passed only on a standalone
+// server, where one script may touch any key: there the index entry is written with the
+// record, atomically, when the record's user changes, and a signed-in session's save stays one
+// round trip. (A cluster keeps the index in another slot and writes it first, in a call of its
+// own.)
+// The record is live and no alias, so its hash holds exactly v, e, l, b, d, maybe t (the TTL
+// last set, when it is not e) and maybe u, and its key-order entry (k) exists since create:
+// overwrite in place (no DEL and re-create) and leave k alone. The TTL moves only when the
+// deadline passes it, and the expiry index (x) only when the deadline moves earlier: its
+// score is a lower bound of the deadline, which `gc` corrects when it comes due (see
+// `RedisStore::gc`). Self-contained (no prelude): this is the hot write.
 const SAVE: &str = include_str!("save.lua");
 
-// KEYS: rec, x. ARGV: member, now (last access), wanted expires_at (clamped by the caller).
+// KEYS: rec, x. ARGV: member, now (last access), wanted expires_at (clamped by the caller),
+// the TTL should the deadline pass the current one (`ttl_arg` of the wanted deadline; the
+// script caps it at the record's absolute deadline). TTL and expiry index move as in SAVE.
 // Self-contained (no prelude): touches run on every request that only reads.
 const TOUCH: &str = include_str!("touch.lua");
 
