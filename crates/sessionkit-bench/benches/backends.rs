@@ -37,7 +37,7 @@ use sessionkit_bench::loadgen::Cookies;
 use sessionkit_bench::ops::{OpsOutcome, OpsPlan};
 use sessionkit_bench::procs::{bench_args, can_pin, env_num, http_run, load_main, pinned, HttpRun};
 use sessionkit_bench::rtt::CountingProxy;
-use sessionkit_bench::stats::{median, verdict_at_least};
+use sessionkit_bench::stats::{median, verdict_at_least, verdict_at_most};
 
 mod sides;
 
@@ -243,9 +243,9 @@ fn reachable(addr: SocketAddr) -> bool {
 
 type Cell = (&'static str, Side, &'static str, usize); // backend, side, op, workers
 /// Per (backend, side): req/s of each run, requests per server CPU-second of each run.
-/// Per (store, traffic shape, side): req/s and req per server CPU-second of each round, and the
-/// updates lost over all rounds.
-type HttpRuns = BTreeMap<(&'static str, &'static str, Side), (Vec<f64>, Vec<f64>, u64)>;
+/// Per (store, traffic shape, side): req/s, req per server CPU-second and (Redis) µs of Redis
+/// CPU per request of each round, and the updates lost over all rounds.
+type HttpRuns = BTreeMap<(&'static str, &'static str, Side), (Vec<f64>, Vec<f64>, u64, Vec<f64>)>;
 
 /// The HTTP traffic shapes: one session per connection, and one hot session written by every
 /// connection (with the target ratio each must reach).
@@ -373,16 +373,31 @@ fn driver() {
                     let mut server = side_command(side, "serve", b.name, Some(0), pin, &tower);
                     server.arg(&url);
                     let label = format!("{} {shape} {}", b.name, side.name());
+                    // Redis' own CPU per request: the figure that decides how many app
+                    // servers one Redis node carries.
+                    let redis = b.server.filter(|_| b.name == "redis");
+                    let before = redis.and_then(redis_cpu_seconds);
                     let HttpRun {
                         rate,
                         per_cpu,
                         lost,
+                        total,
                     } = http_run(&label, server, cookies, secs, conns, pin);
-                    println!("round {round} {label:<30} {rate:>9.0} req/s {per_cpu:>9.0} req per server CPU-s  {lost} updates lost");
+                    let redis_us = match (before, redis.and_then(redis_cpu_seconds)) {
+                        (Some(a), Some(b)) if total > 0 => (b - a) * 1e6 / total as f64,
+                        _ => f64::NAN,
+                    };
+                    let redis_note = if redis_us.is_nan() {
+                        String::new()
+                    } else {
+                        format!("  Redis CPU {redis_us:.1} us/req")
+                    };
+                    println!("round {round} {label:<30} {rate:>9.0} req/s {per_cpu:>9.0} req per server CPU-s  {lost} updates lost{redis_note}");
                     let e = http.entry((b.name, shape, side)).or_default();
                     e.0.push(rate);
                     e.1.push(per_cpu);
                     e.2 += lost;
+                    e.3.push(redis_us);
                 }
             }
         }
@@ -442,18 +457,24 @@ fn report(cells: &BTreeMap<Cell, Vec<OpsOutcome>>, http: &HttpRuns) {
         let target = SHAPES.iter().find(|s| s.0 == shape).map_or(1.2, |s| s.2);
         let sk = http.get(&(b, shape, Side::Sessionkit));
         let ts = http.get(&(b, shape, Side::Tower));
-        let (sr, sc, sl) = sk.map_or((f64::NAN, f64::NAN, 0), |v| {
-            (median(&v.0), median(&v.1), v.2)
+        let (sr, sc, sl, su) = sk.map_or((f64::NAN, f64::NAN, 0, f64::NAN), |v| {
+            (median(&v.0), median(&v.1), v.2, median(&v.3))
         });
         match ts {
             Some(v) => {
-                let (tr, tc) = (median(&v.0), median(&v.1));
+                let (tr, tc, tu) = (median(&v.0), median(&v.1), median(&v.3));
                 println!(
                     "{b:<9} {shape:<8} sessionkit {sr:>8.0} req/s ({sc:>6.0}/CPU-s, {sl} lost)  tower-sessions {tr:>8.0} req/s ({tc:>6.0}/CPU-s, {} lost)  {}  per CPU {:.2}x",
                     v.2,
                     verdict_at_least(sr / tr, target),
                     sc / tc
                 );
+                if !su.is_nan() {
+                    println!(
+                        "{b:<9} {shape:<8} Redis CPU per request: sessionkit {su:.1} us, tower-sessions {tu:.1} us  {}",
+                        verdict_at_most(su / tu, 2.0)
+                    );
+                }
             }
             None => println!(
                 "{b:<9} {shape:<8} sessionkit {sr:>8.0} req/s ({sc:>6.0}/CPU-s, {sl} lost)  (no tower-sessions store)"

@@ -108,6 +108,7 @@ pub fn http_run(
         rate: f64::NAN,
         per_cpu: f64::NAN,
         lost: 0,
+        total: 0,
     };
     let (mut child, port) = match start_server(server) {
         Ok(x) => x,
@@ -146,6 +147,7 @@ pub fn http_run(
         rate: f[0] / f[1],
         per_cpu: f[3] / cpu,
         lost: f[4] as u64,
+        total: f[3] as u64,
     }
 }
 
@@ -158,4 +160,25 @@ pub struct HttpRun {
     pub per_cpu: f64,
     /// Lost updates on shared sessions (see [`crate::loadgen::Outcome::lost`]).
     pub lost: u64,
+    /// Requests answered over the whole run, warm-up included.
+    pub total: u64,
+}
+
+/// Seconds of CPU the Redis server at `addr` has used (`INFO cpu`: `used_cpu_user` +
+/// `used_cpu_sys`, the whole server process: command execution, scripts, and the network I/O
+/// that `INFO commandstats` leaves out); `None` if `redis-cli` is missing or fails.
+pub fn redis_cpu_seconds(addr: SocketAddr) -> Option<f64> {
+    let out = Command::new("redis-cli")
+        .args(["-h", &addr.ip().to_string(), "-p", &addr.port().to_string()])
+        .args(["INFO", "cpu"])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |name: &str| -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(name)?.strip_prefix(':'))?
+            .parse()
+            .ok()
+    };
+    Some(field("used_cpu_user")? + field("used_cpu_sys")?)
 }
