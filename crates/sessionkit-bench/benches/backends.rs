@@ -35,7 +35,9 @@ use std::time::Duration;
 
 use sessionkit_bench::loadgen::Cookies;
 use sessionkit_bench::ops::{OpsOutcome, OpsPlan};
-use sessionkit_bench::procs::{bench_args, can_pin, env_num, http_run, load_main, pinned, HttpRun};
+use sessionkit_bench::procs::{
+    bench_args, can_pin, env_num, http_run, load_main, pinned, redis_cpu_seconds, HttpRun,
+};
 use sessionkit_bench::rtt::CountingProxy;
 use sessionkit_bench::stats::{median, verdict_at_least, verdict_at_most};
 
