@@ -70,12 +70,15 @@
 //! | `postgres-tls` | libpq's `sslmode` and `sslrootcert` on `postgres://` (rustls) |
 //! | `mysql` | `mysql://` (MySQL 8, MariaDB 10.6+; no TLS) |
 //! | `metrics` | counters, gauges and a latency histogram through the `metrics` facade |
+//! | `dbsc` | Device Bound Session Credentials (see [`dbsc`]; `ring` for the signatures) |
 //! | `testkit` | the store conformance suite, for third-party stores |
 
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
 mod config;
+#[cfg(feature = "dbsc")]
+pub mod dbsc;
 mod error;
 pub mod http;
 mod id;
@@ -93,6 +96,8 @@ pub use config::{
     Config, ConfigBuilder, CookieConfig, RetiredIdPolicy, SameSite, SigningKey, Transport,
     UserLimitPolicy,
 };
+#[cfg(feature = "dbsc")]
+pub use dbsc::DbscConfig;
 pub use error::{BoxError, Error, Result};
 #[cfg(feature = "actix")]
 pub use http::{SessionExt, SessionMiddleware, SessionMiddlewareService};
@@ -100,7 +105,7 @@ pub use http::{SessionLayer, SessionService};
 pub use id::{Key, SessionId, ID_LEN};
 pub use lifecycle::flash::{Flash, FlashLevel};
 pub use manager::{Manager, SessionInfo};
-pub use record::{now_millis, AuthInfo, Data, Extra, Millis, Record};
+pub use record::{now_millis, AuthInfo, Data, DeviceBinding, Extra, Millis, Record};
 pub use session::Session;
 pub use store::{MemoryStore, Page, Store};
 pub use token::SessionHeaders;

@@ -63,16 +63,74 @@ pub(crate) fn report_unsaved(e: &Error) {
     tracing::warn!(error = %e, "session could not be saved; answering 503");
 }
 
+/// What a layer answers instead of the app's response when `finish` failed: a device-bound
+/// session's refusal is 401 with its reason and the session cookie cleared (the browser falls
+/// back to signed out); anything else is [`UNSAVED_STATUS`] with only `Cache-Control: no-store`.
+pub(crate) struct Failure {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: SessionHeaders,
+    pub(crate) body: String,
+}
+
+impl Failure {
+    pub(crate) fn of(manager: &crate::Manager, e: &Error) -> Self {
+        if e.is_refusal() {
+            return Self {
+                status: StatusCode::UNAUTHORIZED,
+                headers: manager.removal_headers(),
+                body: format!("{e}\n"),
+            };
+        }
+        report_unsaved(e);
+        Self {
+            status: UNSAVED_STATUS,
+            headers: SessionHeaders::default(),
+            body: String::new(),
+        }
+    }
+}
+
+/// The response bodies the tower layer can answer with by itself: any `Default` body, and
+/// with the `dbsc` feature (whose endpoints answer with JSON and text) one that is also
+/// `From<String>`, as axum's `Body` and `http_body_util::Full` are.
+#[cfg(feature = "dbsc")]
+pub trait LayerBody: Default + From<String> {}
+#[cfg(feature = "dbsc")]
+impl<T: Default + From<String>> LayerBody for T {}
+/// The response bodies the tower layer can answer with by itself: any `Default` body (with
+/// the `dbsc` feature, one that is also `From<String>`).
+#[cfg(not(feature = "dbsc"))]
+pub trait LayerBody: Default {}
+#[cfg(not(feature = "dbsc"))]
+impl<T: Default> LayerBody for T {}
+
+impl Failure {
+    /// The body, for a layer whose body type can carry text.
+    #[cfg(feature = "dbsc")]
+    pub(crate) fn body<B: LayerBody>(&self) -> B {
+        B::from(self.body.clone())
+    }
+
+    /// The body, for a layer whose body type can carry text.
+    #[cfg(not(feature = "dbsc"))]
+    pub(crate) fn body<B: LayerBody>(&self) -> B {
+        B::default()
+    }
+}
+
 /// The status of a response whose session could not be saved: the client gets no cookie for
 /// data that was not stored.
 pub(crate) const UNSAVED_STATUS: StatusCode = StatusCode::SERVICE_UNAVAILABLE;
 
 /// The status a handler's session error answers with: store trouble is 503; a stored value of
-/// an unexpected type or a lost race is 409; anything else 500.
+/// an unexpected type or a lost race is 409; a device-bound session's refusal 401; anything
+/// else 500.
 #[cfg(any(feature = "axum", feature = "actix"))]
 pub(crate) fn error_status(e: &Error) -> StatusCode {
     if e.is_unavailable() {
         StatusCode::SERVICE_UNAVAILABLE
+    } else if e.is_refusal() {
+        StatusCode::UNAUTHORIZED
     } else if matches!(e, Error::Value { .. } | Error::Conflict) {
         StatusCode::CONFLICT
     } else {
