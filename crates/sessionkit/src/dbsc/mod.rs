@@ -322,3 +322,77 @@ pub(crate) fn registration_value(config: &DbscConfig, challenge: &str) -> String
         sfv::string(challenge)
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::{Manager, MemoryStore};
+
+    /// A manager with DBSC on, and the request headers of a session bound to challenge `c1`.
+    async fn bound_session() -> (Manager, HeaderMap) {
+        let mut config = Config::default();
+        config.dbsc = Some(DbscConfig::default());
+        let m = Manager::new(Arc::new(MemoryStore::new()), config).unwrap();
+        let s = m.start(&HeaderMap::new());
+        s.insert("x", 1).await.unwrap();
+        let begin = BindingOp::Begin {
+            challenge: "c0".into(),
+            now: 1,
+        };
+        s.binding_op(begin).await.unwrap();
+        let binding = DeviceBinding {
+            session_id: "s".into(),
+            alg: "ES256".into(),
+            jwk: "{}".into(),
+            challenge: "c1".into(),
+            ..Default::default()
+        };
+        let register = BindingOp::Register {
+            expected: "c0".into(),
+            binding,
+        };
+        s.binding_op(register).await.unwrap();
+        let issued = m.finish(&s).await.unwrap();
+        let line = issued.set_cookie().unwrap().to_str().unwrap();
+        let pair = line.split(';').next().unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert(COOKIE, pair.parse().unwrap());
+        (m, headers)
+    }
+
+    #[tokio::test]
+    async fn racing_answers_to_one_challenge_save_once() {
+        let (m, headers) = bound_session().await;
+        // Both requests load the session (and see `c1`) before either saves.
+        let a = m.start_request(&headers, true);
+        let b = m.start_request(&headers, true);
+        for (s, next) in [(&a, "a"), (&b, "b")] {
+            let op = BindingOp::Refreshed {
+                expected: "c1".into(),
+                next: next.into(),
+                now: 2,
+            };
+            s.binding_op(op).await.unwrap();
+        }
+        m.finish(&a).await.unwrap();
+        let lost = m.finish(&b).await.unwrap_err();
+        assert!(lost.is_refusal(), "{lost}");
+        let after = m.start_request(&headers, true);
+        assert_eq!(
+            after.device_binding().await.unwrap().unwrap().challenge,
+            "a"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_bound_session_needs_its_bound_cookie_outside_the_endpoints() {
+        let (m, headers) = bound_session().await;
+        let s = m.start(&headers);
+        assert!(s.get::<u64>("x").await.unwrap_err().is_refusal());
+        assert!(m.finish(&s).await.unwrap_err().is_refusal());
+        let endpoint = m.start_request(&headers, true);
+        assert_eq!(endpoint.get::<u64>("x").await.unwrap(), Some(1));
+    }
+}
