@@ -59,13 +59,9 @@ pub const SESSION_ID_HEADER: &str = "sec-secure-session-id";
 /// use std::time::Duration;
 /// use sessionkit::{Config, DbscConfig};
 ///
-/// let config = Config::builder()
-///     .dbsc(DbscConfig {
-///         bound_cookie_lifetime: Duration::from_secs(120),
-///         ..DbscConfig::default()
-///     })
-///     .build()
-///     .unwrap();
+/// let mut dbsc = DbscConfig::default();
+/// dbsc.bound_cookie_lifetime = Duration::from_secs(120);
+/// let config = Config::builder().dbsc(dbsc).build().unwrap();
 /// assert_eq!(config.dbsc.unwrap().refresh_path, "/dbsc/refresh");
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -332,8 +328,10 @@ mod tests {
 
     /// A manager with DBSC on, and the request headers of a session bound to challenge `c1`.
     async fn bound_session() -> (Manager, HeaderMap) {
-        let mut config = Config::default();
-        config.dbsc = Some(DbscConfig::default());
+        let config = Config {
+            dbsc: Some(DbscConfig::default()),
+            ..Config::default()
+        };
         let m = Manager::new(Arc::new(MemoryStore::new()), config).unwrap();
         let s = m.start(&HeaderMap::new());
         s.insert("x", 1).await.unwrap();
