@@ -446,3 +446,47 @@ async fn the_binding_survives_periodic_rotation(fw) {
     assert_eq!(browser.get("/whoami").await.body, name);
 }
 }
+
+/// `sessionkit migrate` carries the binding: registered on one store, the session is used and
+/// refreshed with the same device key on the copy.
+#[tokio::test]
+async fn migrate_carries_the_binding() {
+    let dir = tempfile::tempdir().unwrap();
+    let from = format!("sqlite://{}", dir.path().join("from.db").display());
+    let to = format!("sqlite://{}", dir.path().join("to.db").display());
+    let args = |store: &str| {
+        vec![
+            "--store".to_owned(),
+            store.to_owned(),
+            "--dbsc".to_owned(),
+            "--dbsc-bound-lifetime".to_owned(),
+            BOUND.to_owned(),
+        ]
+    };
+    let mut old = Server::start(&args(&from).iter().map(String::as_str).collect::<Vec<_>>());
+    let mut browser = Browser::new(old.addr, DeviceKey::p256());
+    let name = user();
+    assert_eq!(browser.sign_in_and_register(&name).await.status, 200);
+    old.kill();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sessionkit"))
+        .args(["migrate", "--from", &from, "--to", &to, "--quiet"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let new = Server::start(&args(&to).iter().map(String::as_str).collect::<Vec<_>>());
+    browser.addr = new.addr;
+    assert_eq!(browser.get("/whoami").await.body, name);
+    tokio::time::sleep(PAST_BOUND).await;
+    assert_eq!(
+        get_as(new.addr, "/whoami", &browser.cookie_line())
+            .await
+            .status,
+        401
+    );
+    assert_eq!(browser.refresh().await.status, 200);
+    assert_eq!(browser.get("/whoami").await.body, name);
+}
