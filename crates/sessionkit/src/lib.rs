@@ -55,6 +55,8 @@
 //! - `lifecycle` (crate-private): what happens between `start` and `finish`.
 //! - [`store`]: the contract every store passes (see "Adding a store" there).
 //! - `testkit` (feature `testkit`): the conformance suite, one list of tests for every store.
+//! - `dbsc` (feature `dbsc`): Device Bound Session Credentials, served by the `http` layers
+//!   on top of `manager` and `session`.
 //!
 //! # Cargo features
 //!
@@ -70,7 +72,7 @@
 //! | `postgres-tls` | libpq's `sslmode` and `sslrootcert` on `postgres://` (rustls) |
 //! | `mysql` | `mysql://` (MySQL 8, MariaDB 10.6+; no TLS) |
 //! | `metrics` | counters, gauges and a latency histogram through the `metrics` facade |
-//! | `dbsc` | Device Bound Session Credentials (see [`dbsc`]; `ring` for the signatures) |
+//! | `dbsc` | Device Bound Session Credentials (module `dbsc`; `ring` for the signatures) |
 //! | `testkit` | the store conformance suite, for third-party stores |
 
 #![warn(missing_docs)]

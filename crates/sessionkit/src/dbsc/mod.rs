@@ -3,9 +3,10 @@
 //! minutes.
 //!
 //! This follows the W3C WebAppSec editor's draft "Device Bound Session Credentials"
-//! (`w3c/webappsec-dbsc`, `spec.bs` as of late 2026: the `Secure-Session-*` header names, the
-//! `key` claim, `Sec-Secure-Session-Id`), which is what Chrome 145+ (Windows) and 147+ (macOS)
-//! speak; the `Sec-Session-*` names of the first origin trial are not supported.
+//! (`w3c/webappsec-dbsc`, `spec.bs` at commit `004d31c`, late 2026: the `Secure-Session-*`
+//! header names, the `key` claim, `Sec-Secure-Session-Id`), which is what Chrome 145+ (Windows)
+//! and 147+ (macOS) speak; the `Sec-Session-*` names of the first origin trial are not
+//! supported. A proof's key is also accepted under `jwk`, the claim's name in earlier drafts.
 //!
 //! The flow, every step served by the session layers once [`Config::dbsc`] is set:
 //!
@@ -22,8 +23,8 @@
 //!    the browser signs it, and the layer verifies the proof against the stored key, consumes
 //!    the challenge (a compare-and-set save, so a replay loses) and sets a new bound cookie.
 //!
-//! Modules: [`jwt`] (the proof: parsing and `ring` verification), [`bound`] (the bound
-//! cookie's MAC), [`sfv`] (structured-field strings), [`endpoint`] (the two endpoints).
+//! Modules: `jwt` (the proof: parsing and `ring` verification), `bound` (the bound
+//! cookie's MAC), `sfv` (structured-field strings), `endpoint` (the two endpoints).
 //!
 //! [`Config::dbsc`]: crate::Config::dbsc
 //! [`Session::bind_device`]: crate::Session::bind_device

@@ -6,7 +6,9 @@
 //! lazily (a request that never touches it costs no store call); `finish` saves with
 //! compare-and-set and replay; a store failure answers 503 with `Cache-Control: no-store` and no
 //! `Set-Cookie`; a response gets at most one `Set-Cookie`, and `Cache-Control: no-store` plus
-//! `Vary` whenever it depends on the session.
+//! `Vary` whenever it depends on the session. With DBSC on (feature `dbsc`, `Config::dbsc`)
+//! both serve the registration and refresh endpoints themselves (`dbsc::endpoint`), and a
+//! device-bound session's request without its bound cookie is answered 401 (`Failure`).
 
 use http::{HeaderName, HeaderValue, StatusCode};
 
