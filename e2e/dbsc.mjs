@@ -4,7 +4,8 @@
 // prints why nothing happened.
 //
 // Usage: node e2e/dbsc.mjs BASE_URL [BOUND_LIFETIME_SECONDS]
-//   BASE_URL must be http://localhost:PORT (a secure context, so the __Host- cookies stick).
+//   BASE_URL: http://localhost:PORT (a secure context, so the __Host- cookies stick), or an
+//   https:// front for the demo with DBSC_INSECURE=1 for a self-signed certificate.
 // Env: CHROMIUM (default /usr/bin/chromium); DBSC_FEATURES overrides --enable-features.
 // Exit code 0 when Chromium registered and refreshed, 3 when it never registered, 1 on error.
 
@@ -45,6 +46,8 @@ const context = await chromium.launchPersistentContext(profile, {
     "--enable-logging=stderr",
     "--vmodule=*device_bound*=2,*unexportable*=2",
   ],
+  // DBSC_INSECURE=1: accept a self-signed certificate (a local TLS front for the demo).
+  ignoreHTTPSErrors: process.env.DBSC_INSECURE === "1",
   timeout: 60_000,
 });
 
