@@ -722,21 +722,26 @@ mod tests {
         assert_eq!(Record::decode(&key, &plain.encode(&key)).unwrap(), plain);
     }
 
-    #[test]
-    fn decode_rejects_every_truncation_flip_and_foreign_key() {
-        let (key, r) = sample();
-        let bytes = r.encode(&key);
+    /// Every truncation of `bytes` and every single-bit flip in them fails to decode.
+    pub(super) fn assert_truncations_and_flips_refused(key: &Key, bytes: &[u8]) {
         for n in 0..bytes.len() {
             assert!(
-                Record::decode(&key, &bytes[..n]).is_err(),
+                Record::decode(key, &bytes[..n]).is_err(),
                 "truncated at {n}"
             );
         }
         for i in 0..bytes.len() {
-            let mut b = bytes.clone();
+            let mut b = bytes.to_vec();
             b[i] ^= 0x40;
-            assert!(Record::decode(&key, &b).is_err(), "flip at {i}");
+            assert!(Record::decode(key, &b).is_err(), "flip at {i}");
         }
+    }
+
+    #[test]
+    fn decode_rejects_every_truncation_flip_and_foreign_key() {
+        let (key, r) = sample();
+        let bytes = r.encode(&key);
+        assert_truncations_and_flips_refused(&key, &bytes);
         let other = SessionId::generate().unwrap().key();
         assert!(Record::decode(&other, &bytes).is_err());
         assert!(Record::decode(&key, &vec![0; bytes.len()]).is_err());
@@ -807,17 +812,7 @@ mod binding_tests {
         let bytes = r.encode(&key);
         assert_eq!(&bytes[..4], MAGIC_EXT);
         assert_eq!(Record::decode(&key, &bytes).unwrap(), r);
-        for n in 0..bytes.len() {
-            assert!(
-                Record::decode(&key, &bytes[..n]).is_err(),
-                "truncated at {n}"
-            );
-        }
-        for i in 0..bytes.len() {
-            let mut b = bytes.clone();
-            b[i] ^= 0x40;
-            assert!(Record::decode(&key, &b).is_err(), "flip at {i}");
-        }
+        super::tests::assert_truncations_and_flips_refused(&key, &bytes);
         // A first-layout magic on extended bytes is refused (the checksum covers the magic).
         let mut relabelled = bytes.clone();
         relabelled[..4].copy_from_slice(MAGIC);
