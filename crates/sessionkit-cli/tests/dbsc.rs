@@ -236,27 +236,37 @@ async fn bad_proofs_are_refused_with_a_reason(fw) {
         let b = |v: &Value| base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, v.to_string());
         format!("{}.{}.", b(&header), b(&good_payload))
     };
-    let cases: Vec<(&str, String, u16)> = vec![
-        ("not a JWS", sf_string("not-a-jwt"), 400),
-        ("not an sf-string", "eyJ.eyJ.sig".to_owned(), 400),
-        ("alg none", sf_string(&unsigned(json!({ "alg": "none", "typ": "dbsc+jwt" }))), 400),
-        ("wrong typ", sf_string(&browser.key.jws(&json!({ "alg": "ES256", "typ": "JWT" }), &good_payload)), 400),
-        ("HS256", sf_string(&browser.key.jws(&json!({ "alg": "HS256", "typ": "dbsc+jwt" }), &good_payload)), 400),
-        ("oversized", sf_string(&"A".repeat(9_000)), 400),
-        ("another key, no key claim", sf_string(&key.jws(&json!({ "alg": "ES256", "typ": "dbsc+jwt" }), &good_payload)), 401),
-        ("key swap", sf_string(&key.proof(&refresh_aud, &c, Some(&id))), 401),
-        ("another session", sf_string(&browser.key.proof(&refresh_aud, &c, Some("someone-else"))), 401),
-        ("no sub", sf_string(&browser.key.proof(&refresh_aud, &c, None)), 401),
-        ("wrong audience", sf_string(&browser.key.proof(&aud("/elsewhere"), &c, Some(&id))), 401),
-        ("stale challenge", sf_string(&browser.key.proof(&refresh_aud, "old-challenge", Some(&id))), 403),
+    // (what, the header value, the status, what the refusal must say: each case trips its own
+    // check, not an earlier one)
+    let cases: Vec<(&str, String, u16, &str)> = vec![
+        ("not a JWS", sf_string("not-a-jwt"), 400, "three dot-separated parts"),
+        ("not an sf-string", "eyJ.eyJ.sig".to_owned(), 400, "structured-field string"),
+        ("alg none", sf_string(&unsigned(json!({ "alg": "none", "typ": "dbsc+jwt" }))), 400, "not ES256 or RS256"),
+        ("wrong typ", sf_string(&browser.key.jws(&json!({ "alg": "ES256", "typ": "JWT" }), &good_payload)), 400, "typ is not dbsc+jwt"),
+        ("HS256", sf_string(&browser.key.jws(&json!({ "alg": "HS256", "typ": "dbsc+jwt" }), &good_payload)), 400, "not ES256 or RS256"),
+        ("oversized", sf_string(&"A".repeat(9_000)), 400, "too large"),
+        ("another key, no key claim", sf_string(&key.jws(&json!({ "alg": "ES256", "typ": "dbsc+jwt" }), &good_payload)), 401, "does not verify"),
+        ("another key, claimed", sf_string(&key.proof(&refresh_aud, &c, Some(&id))), 401, "a key other than the session's"),
+        // Signed by the session's key, but claiming another: refused, not a way to re-key.
+        ("key swap", sf_string(&browser.key.proof_claiming(&refresh_aud, &c, Some(&id), key.jwk())), 401, "a key other than the session's"),
+        ("another session", sf_string(&browser.key.proof(&refresh_aud, &c, Some("someone-else"))), 401, "sub"),
+        ("no sub", sf_string(&browser.key.proof(&refresh_aud, &c, None)), 401, "sub"),
+        ("wrong audience", sf_string(&browser.key.proof(&aud("/elsewhere"), &c, Some(&id))), 401, "aud"),
+        ("stale challenge", sf_string(&browser.key.proof(&refresh_aud, "old-challenge", Some(&id))), 403, "sign the challenge"),
     ];
-    for (what, value, status) in cases {
+    for (what, value, status, says) in cases {
         browser.bound = None;
         let r = refresh_with(&mut browser, &value).await;
         assert_eq!(r.status, status, "{what}: {}", r.body);
         assert!(r.body.starts_with("device-bound session: "), "{what}: {}", r.body);
+        assert!(r.body.contains(says), "{what}: {}", r.body);
         assert!(browser.bound.is_none(), "{what} got a bound cookie");
     }
+    // Another session's identifier in Sec-Secure-Session-Id is refused before any proof.
+    let r = browser
+        .send("POST", "/dbsc/refresh", &["Sec-Secure-Session-Id: \"someone-else\""], "")
+        .await;
+    assert_eq!(r.status, 401, "{}", r.body);
     // A header far beyond any proof is refused too (by the framework's header limit or by
     // the endpoint), never with a 5xx.
     let huge = refresh_with(&mut browser, &sf_string(&"A".repeat(64 * 1024))).await;

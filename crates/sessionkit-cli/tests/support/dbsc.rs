@@ -100,11 +100,22 @@ impl DeviceKey {
     /// A DBSC proof: `typ: dbsc+jwt`, the challenge as `jti`, `aud` the URL it goes to, the
     /// public key as `key`, and for refreshes the session identifier as `sub`.
     pub fn proof(&self, aud: &str, challenge: &str, sub: Option<&str>) -> String {
+        self.proof_claiming(aud, challenge, sub, self.jwk())
+    }
+
+    /// A proof signed with this key that names `key` as its public key (a key swap).
+    pub fn proof_claiming(
+        &self,
+        aud: &str,
+        challenge: &str,
+        sub: Option<&str>,
+        key: Value,
+    ) -> String {
         let iat = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap()
             .as_secs();
-        let mut payload = json!({ "aud": aud, "jti": challenge, "iat": iat, "key": self.jwk() });
+        let mut payload = json!({ "aud": aud, "jti": challenge, "iat": iat, "key": key });
         if let Some(sub) = sub {
             payload["sub"] = json!(sub);
         }
