@@ -103,6 +103,16 @@ impl DeviceKey {
         self.proof_claiming(aud, challenge, sub, self.jwk())
     }
 
+    /// A proof as Chromium makes it (2026 releases): the key, if any, in the JWS header's
+    /// `jwk`, and a payload of `jti` alone (no `aud`, `iat`, `sub` or `key`).
+    pub fn chromium_proof(&self, challenge: &str, with_key: bool) -> String {
+        let mut header = json!({ "alg": self.alg(), "typ": "dbsc+jwt" });
+        if with_key {
+            header["jwk"] = self.jwk();
+        }
+        self.jws(&header, &json!({ "jti": challenge }))
+    }
+
     /// A proof signed with this key that names `key` as its public key (a key swap).
     pub fn proof_claiming(
         &self,
@@ -201,6 +211,8 @@ pub struct Browser {
     pub dbsc_id: Option<String>,
     pub refresh_path: Option<String>,
     pub challenge: Option<String>,
+    /// Make proofs as Chromium does rather than as the draft describes them.
+    pub chromium_layout: bool,
 }
 
 impl Browser {
@@ -213,6 +225,7 @@ impl Browser {
             dbsc_id: None,
             refresh_path: None,
             challenge: None,
+            chromium_layout: false,
         }
     }
 
@@ -284,7 +297,10 @@ impl Browser {
 
     /// Registers the device key as `reg` asks; takes the session instructions.
     pub async fn register(&mut self, reg: &Registration) -> Resp {
-        let proof = self.key.proof(&aud(&reg.path), &reg.challenge, None);
+        let proof = match self.chromium_layout {
+            true => self.key.chromium_proof(&reg.challenge, true),
+            false => self.key.proof(&aud(&reg.path), &reg.challenge, None),
+        };
         let header = format!("Secure-Session-Response: {}", sf_string(&proof));
         let r = self.send("POST", &reg.path, &[&header], "").await;
         if r.status == 200 {
@@ -310,7 +326,10 @@ impl Browser {
         match self.challenge.take() {
             None => self.send("POST", &path, &[&id_line], "").await,
             Some(challenge) => {
-                let proof = self.key.proof(&aud(&path), &challenge, Some(&id));
+                let proof = match self.chromium_layout {
+                    true => self.key.chromium_proof(&challenge, false),
+                    false => self.key.proof(&aud(&path), &challenge, Some(&id)),
+                };
                 let proof_line = format!("Secure-Session-Response: {}", sf_string(&proof));
                 self.send("POST", &path, &[&id_line, &proof_line], "").await
             }

@@ -171,8 +171,18 @@ impl Ctx<'_> {
             "DBSC proof refused");
     }
 
-    /// True if `aud` names this endpoint on the host the request was sent to.
-    fn audience_ok(&self, aud: &str, path: &str) -> bool {
+    /// True if `aud` names this endpoint on the host the request was sent to, or is absent.
+    ///
+    /// The draft asks for `aud` (and for `sub` on refreshes); Chromium sends neither (its
+    /// proofs hold only `jti`). Neither is needed for safety here: the challenge a proof signs
+    /// is a one-time 256-bit value this server issued to this one session's record and
+    /// consumes with a compare-and-set, so a proof over it, signed with the session's key,
+    /// cannot be meant for another server or session. A claim that is present must match:
+    /// a client naming another target is confused or hostile.
+    fn audience_ok(&self, aud: Option<&str>, path: &str) -> bool {
+        let Some(aud) = aud else {
+            return true;
+        };
         let Some(rest) = aud
             .strip_prefix("https://")
             .or_else(|| aud.strip_prefix("http://"))
@@ -264,7 +274,7 @@ impl Ctx<'_> {
                 "the registration challenge expired; sign in again",
             ));
         }
-        if !self.audience_ok(&proof.aud, &self.config.register_path) {
+        if !self.audience_ok(proof.aud.as_deref(), &self.config.register_path) {
             self.suspicious("wrong_audience", "aud");
             return Ok(Reply::refuse(
                 StatusCode::UNAUTHORIZED,
@@ -409,12 +419,17 @@ impl Ctx<'_> {
             Ok(p) => p,
             Err(e) => return self.failed_proof("bad_proof", e.0).await,
         };
-        if proof.sub.as_deref() != Some(binding.session_id.as_str()) {
+        // Absent (Chromium) is fine for the reason given at `audience_ok`.
+        if proof
+            .sub
+            .as_deref()
+            .is_some_and(|sub| sub != binding.session_id)
+        {
             return self
                 .failed_proof("wrong_session", "the proof's sub is not this DBSC session")
                 .await;
         }
-        if !self.audience_ok(&proof.aud, &self.config.refresh_path) {
+        if !self.audience_ok(proof.aud.as_deref(), &self.config.refresh_path) {
             return self
                 .failed_proof(
                     "wrong_audience",

@@ -148,6 +148,8 @@ impl std::fmt::Display for ProofError {
 #[derive(Debug)]
 pub(crate) struct Unverified {
     alg: Alg,
+    /// The key the JWS header carries (`jwk`), if any.
+    header_jwk: Option<Value>,
     /// `header.payload`, the bytes the signature covers.
     signing_input: String,
     signature: Vec<u8>,
@@ -159,9 +161,10 @@ pub(crate) struct Unverified {
 pub(crate) struct Proof {
     /// The challenge the proof signs.
     pub(crate) jti: String,
-    /// The URL the proof was made for.
-    pub(crate) aud: String,
-    /// The DBSC session identifier (refresh proofs).
+    /// The URL the proof was made for, if it says (the draft asks for it; Chromium, as of
+    /// its 2026 releases, sends only `jti`).
+    pub(crate) aud: Option<String>,
+    /// The DBSC session identifier, if it says (refresh proofs; as `aud`).
     pub(crate) sub: Option<String>,
 }
 
@@ -209,6 +212,7 @@ pub(crate) fn parse(token: &str) -> Result<Unverified, ProofError> {
     }
     Ok(Unverified {
         alg,
+        header_jwk: header.get("jwk").cloned(),
         signing_input: format!("{h}.{p}"),
         signature,
         claims,
@@ -216,13 +220,29 @@ pub(crate) fn parse(token: &str) -> Result<Unverified, ProofError> {
 }
 
 impl Unverified {
-    /// The key the payload carries (`key`, or `jwk` as earlier drafts and Chrome versions
-    /// name it), if any.
+    /// The key the proof carries, if any: where the draft puts it (the payload's `key`
+    /// claim), where Chromium puts it (the JWS header's `jwk`, RFC 7515 section 4.1.3), or
+    /// where earlier drafts did (the payload's `jwk`). A proof that carries two different
+    /// keys is refused.
     pub(crate) fn embedded_key(&self) -> Result<Option<PublicKey>, ProofError> {
-        match self.claims.get("key").or_else(|| self.claims.get("jwk")) {
-            None => Ok(None),
-            Some(jwk) => PublicKey::from_jwk(jwk).map(Some),
+        let mut found: Option<PublicKey> = None;
+        for jwk in [
+            self.claims.get("key"),
+            self.header_jwk.as_ref(),
+            self.claims.get("jwk"),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let key = PublicKey::from_jwk(jwk)?;
+            match &found {
+                Some(other) if *other != key => {
+                    return Err(ProofError("the proof carries two different keys"))
+                }
+                _ => found = Some(key),
+            }
         }
+        Ok(found)
     }
 
     /// Verifies the signature with `key` and returns the claims.
@@ -242,9 +262,11 @@ impl Unverified {
                 .map(str::to_owned)
         };
         let jti = text("jti").ok_or(ProofError("the proof has no jti (challenge)"))?;
-        let aud = text("aud").ok_or(ProofError("the proof has no aud"))?;
-        let sub = text("sub");
-        Ok(Proof { jti, aud, sub })
+        Ok(Proof {
+            jti,
+            aud: text("aud"),
+            sub: text("sub"),
+        })
     }
 }
 
@@ -298,6 +320,29 @@ mod tests {
         assert_eq!(claims.jti, "c1");
         let other = public(&key_pair());
         assert!(parse(&token).unwrap().verify(&other).is_err());
+    }
+
+    #[test]
+    fn chromiums_layout_key_in_the_header_and_only_jti_verifies() {
+        let kp = key_pair();
+        let jwk: Value = serde_json::from_str(&public(&kp).to_jwk()).unwrap();
+        let header = serde_json::json!({ "alg": "ES256", "typ": "dbsc+jwt", "jwk": jwk });
+        let token = sign(&kp, &header.to_string(), r#"{"jti":"c1"}"#);
+        let proof = parse(&token).unwrap();
+        let key = proof.embedded_key().unwrap().unwrap();
+        let claims = proof.verify(&key).unwrap();
+        assert_eq!(
+            (claims.jti.as_str(), claims.aud, claims.sub),
+            ("c1", None, None)
+        );
+        // Two different keys in one proof: refused.
+        let other: Value = serde_json::from_str(&public(&key_pair()).to_jwk()).unwrap();
+        let payload = serde_json::json!({ "jti": "c1", "key": other });
+        let token = sign(&kp, &header.to_string(), &payload.to_string());
+        assert_eq!(
+            parse(&token).unwrap().embedded_key().unwrap_err(),
+            ProofError("the proof carries two different keys")
+        );
     }
 
     #[test]
