@@ -62,6 +62,11 @@ async fn register_use_expire_refresh_use(fw) {
     let instructions: Value = serde_json::from_str(&reg.body).unwrap();
     assert_eq!(instructions["refresh_url"], "/dbsc/refresh");
     assert_eq!(instructions["scope"]["include_site"], false);
+    assert_eq!(
+        instructions["scope"]["scope_specification"],
+        json!([{ "type": "exclude", "domain": "*", "path": "/dbsc/register" }])
+    );
+    assert_eq!(instructions["session_identifier"], json!(browser.dbsc_id.clone().unwrap()));
     let cred = &instructions["credentials"][0];
     assert_eq!(cred["type"], "cookie");
     assert_eq!(cred["name"], BOUND_COOKIE);

@@ -303,7 +303,9 @@ impl Ctx<'_> {
             "scope": {
                 "include_site": false,
                 "scope_specification": [
-                    { "type": "exclude", "path": self.config.register_path },
+                    // The registration path needs no bound cookie (the refresh path is out
+                    // of scope by definition); `*` is the draft's default, spelled out.
+                    { "type": "exclude", "domain": "*", "path": self.config.register_path },
                 ],
             },
             "credentials": [{
