@@ -3,7 +3,8 @@
 //!
 //! Input: `[mode, bytes...]`. With bit 0 of `mode` clear the bytes are decoded as they are;
 //! with it set they are first framed as a record would be (magic, this key, the bytes, a valid
-//! CRC), so the fuzzer gets past the checksum and explores the field parser. With bit 1 set a
+//! CRC), so the fuzzer gets past the checksum and explores the field parser; bit 2 then picks
+//! the extended layout's magic (the one with an extension block: a device binding). With bit 1 set a
 //! record that decodes is also put in a `MemoryStore` and served through the manager.
 //!
 //! Checks: decode never panics; when it succeeds, encoding gives back the same bytes (one
@@ -17,10 +18,14 @@ use libfuzzer_sys::fuzz_target;
 use sessionkit::{Config, Manager, Record, SessionId};
 use sessionkit_fuzz as fz;
 
-fn frame(key: &sessionkit::Key, body: &[u8]) -> Vec<u8> {
+fn frame(key: &sessionkit::Key, body: &[u8], extended: bool) -> Vec<u8> {
     // The magic is whatever the library writes first; take it from a real encoding so this
     // harness follows format changes.
-    let magic = &Record::new(0, 0, 0).encode(key)[..4];
+    let mut sample = Record::new(0, 0, 0);
+    if extended {
+        sample.extra_mut().binding = Some(Default::default());
+    }
+    let magic = &sample.encode(key)[..4];
     let mut out = magic.to_vec();
     out.extend_from_slice(&key.0);
     out.extend_from_slice(body);
@@ -35,7 +40,7 @@ fuzz_target!(|data: &[u8]| {
     let id = SessionId::parse(&"A".repeat(43)).expect("canonical ID");
     let key = id.key();
     let bytes = if mode & 1 == 1 {
-        frame(&key, rest)
+        frame(&key, rest, mode & 4 == 4)
     } else {
         rest.to_vec()
     };

@@ -59,6 +59,17 @@ pub struct ServeArgs {
     /// `X-Forwarded-For`: only behind a proxy that sets it, since any client can send it.
     #[arg(long)]
     pub trust_forwarded_for: bool,
+    /// Device Bound Session Credentials: `/login` asks the browser to bind the session to a
+    /// key on its device (registration at /dbsc/register, refresh at /dbsc/refresh); a bound
+    /// session's requests then need the short-lived bound cookie.
+    #[arg(long)]
+    pub dbsc: bool,
+    /// How long a DBSC bound cookie lasts (with --dbsc).
+    #[arg(long, default_value = "5m", value_parser = duration::parse, requires = "dbsc")]
+    pub dbsc_bound_lifetime: Duration,
+    /// End the session when a DBSC refresh proof fails verification (with --dbsc).
+    #[arg(long, requires = "dbsc")]
+    pub dbsc_end_on_failed_proof: bool,
     /// The web framework to serve the demo on (the same pages and HTTP contract on both).
     #[arg(long, value_enum, default_value = "axum")]
     pub framework: demo::Framework,
@@ -131,6 +142,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .on_retired_id(args.on_retired_id.into());
     if let Some(after) = args.rotate_after {
         config = config.rotate_after(after);
+    }
+    if args.dbsc {
+        let mut dbsc = sessionkit::DbscConfig::default();
+        dbsc.bound_cookie_lifetime = args.dbsc_bound_lifetime;
+        dbsc.end_session_on_failed_proof = args.dbsc_end_on_failed_proof;
+        config = config.dbsc(dbsc);
     }
     let manager = Manager::new(store, config.build()?)?;
     manager.spawn_gc();

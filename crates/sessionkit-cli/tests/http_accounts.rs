@@ -145,64 +145,6 @@ async fn rotation_under_concurrency_on_every_durable_and_shared_store(fw) {
 }
 }
 
-/// Every durable and shared store the machine offers, each in a namespace of its own named by
-/// `tag` (SQLite and files under `dir`); a missing server is skipped unless
-/// SESSIONKIT_REQUIRE_SERVICES=1.
-async fn shared_stores(
-    dir: &std::path::Path,
-    tag: &str,
-) -> Vec<(String, Arc<dyn sessionkit::Store>)> {
-    let redis = std::env::var("SESSIONKIT_REDIS_URL")
-        .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
-    let postgres = std::env::var("SESSIONKIT_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
-    let mut urls = vec![
-        format!("sqlite://{}", dir.join("s.db").display()),
-        format!("file://{}", dir.join("files").display()),
-        format!("{redis}?prefix={tag}:"),
-        format!("{postgres}?schema={tag}"),
-        format!("{}?table={tag}", mysql_url()),
-    ];
-    if let Ok(cluster) = std::env::var("SESSIONKIT_REDIS_CLUSTER") {
-        urls.push(format!("{cluster}?prefix={tag}:"));
-    }
-    let required = std::env::var("SESSIONKIT_REQUIRE_SERVICES").is_ok_and(|v| v == "1");
-    let mut stores = Vec::new();
-    for url in urls {
-        match sessionkit::store::open(&url).await {
-            Ok(s) => stores.push((url, s)),
-            Err(e) if required => panic!("{url} is required but unavailable: {e}"),
-            Err(e) => eprintln!("SKIPPED: {url}: {e}"),
-        }
-    }
-    stores
-}
-
-/// Removes what [`shared_stores`] made for `tag` on the servers (best effort).
-async fn drop_shared(tag: &str) {
-    let redis = std::env::var("SESSIONKIT_REDIS_URL")
-        .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
-    let cluster = std::env::var("SESSIONKIT_REDIS_CLUSTER").ok();
-    for base in std::iter::once(redis).chain(cluster) {
-        let url = format!("{base}?prefix={tag}:");
-        if let Ok(redis) = sessionkit::store::redis::RedisStore::open(&url).await {
-            let _ = redis.purge_prefix().await;
-        }
-    }
-    drop_mysql_table(tag).await;
-    let postgres = std::env::var("SESSIONKIT_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
-    let _ = std::process::Command::new("psql")
-        .args([
-            postgres.as_str(),
-            "-qc",
-            &format!("drop schema if exists {tag} cascade"),
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status();
-}
-
 async fn rotation_under_concurrency(fw: Framework, store: Arc<dyn sessionkit::Store>) {
     // With the theft detector on: a browser that follows the protocol never trips it.
     let mut config = rotating_config(40, 2000);

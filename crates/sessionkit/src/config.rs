@@ -197,6 +197,12 @@ pub struct Config {
     /// What to do when an ID retired by periodic rotation is used after its grace window
     /// (default: log it).
     pub on_retired_id: RetiredIdPolicy,
+    /// Device Bound Session Credentials (feature `dbsc`; default: off). When set, the session
+    /// layers serve the registration and refresh endpoints, `Session::bind_device` asks the
+    /// browser to bind the session to a key on its device, and a bound session's requests need
+    /// the short-lived bound cookie besides the session cookie.
+    #[cfg(feature = "dbsc")]
+    pub dbsc: Option<crate::dbsc::DbscConfig>,
 }
 
 impl Default for Config {
@@ -218,6 +224,8 @@ impl Default for Config {
             max_sessions_per_user: None,
             user_limit_policy: UserLimitPolicy::EvictOldest,
             on_retired_id: RetiredIdPolicy::Log,
+            #[cfg(feature = "dbsc")]
+            dbsc: None,
         }
     }
 }
@@ -286,6 +294,11 @@ impl Config {
         }
         if self.store_timeout.is_zero() || self.gc_interval.is_zero() || self.gc_batch == 0 {
             return bad("store timeout, GC interval and GC batch must be positive");
+        }
+        #[cfg(feature = "dbsc")]
+        if let Some(d) = &self.dbsc {
+            d.validate(self)
+                .map_err(|m| Error::Config(format!("invalid session config: {m}")))?;
         }
         Ok(())
     }
@@ -362,6 +375,13 @@ impl ConfigBuilder {
         secure_cookie: bool => cookie.secure;
         /// See [`CookieConfig::host_prefix`].
         host_prefix: bool => cookie.host_prefix;
+    }
+
+    /// Turns on Device Bound Session Credentials with `dbsc` (see [`Config::dbsc`]).
+    #[cfg(feature = "dbsc")]
+    pub fn dbsc(mut self, dbsc: crate::dbsc::DbscConfig) -> Self {
+        self.config.dbsc = Some(dbsc);
+        self
     }
 
     /// See [`CookieConfig::name`].

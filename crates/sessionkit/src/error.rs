@@ -84,6 +84,11 @@ pub enum Error {
     /// Bad configuration, or a store that cannot be used (a foreign or newer database ...).
     #[error("{0}")]
     Config(String),
+    /// A device-bound session (DBSC, feature `dbsc`) refused the request: the session is bound
+    /// to a key on the browser's device and the request lacks a valid bound cookie, or a proof
+    /// lost to a concurrent one. The HTTP layers answer 401 (see [`Error::is_refusal`]).
+    #[error("device-bound session: {0}")]
+    DeviceBound(&'static str),
 }
 
 impl Error {
@@ -102,6 +107,12 @@ impl Error {
             url: crate::store::redact_url(url),
             reason: reason.into(),
         }
+    }
+
+    /// True when the error is a device-bound session's refusal ([`Error::DeviceBound`]): the
+    /// request is answered 401, never 5xx.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, Error::DeviceBound(_))
     }
 
     /// True when the error means the store is unreachable, failing or slow: the HTTP layer

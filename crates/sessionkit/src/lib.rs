@@ -55,6 +55,8 @@
 //! - `lifecycle` (crate-private): what happens between `start` and `finish`.
 //! - [`store`]: the contract every store passes (see "Adding a store" there).
 //! - `testkit` (feature `testkit`): the conformance suite, one list of tests for every store.
+//! - `dbsc` (feature `dbsc`): Device Bound Session Credentials, served by the `http` layers
+//!   on top of `manager` and `session`.
 //!
 //! # Cargo features
 //!
@@ -70,12 +72,15 @@
 //! | `postgres-tls` | libpq's `sslmode` and `sslrootcert` on `postgres://` (rustls) |
 //! | `mysql` | `mysql://` (MySQL 8, MariaDB 10.6+; no TLS) |
 //! | `metrics` | counters, gauges and a latency histogram through the `metrics` facade |
+//! | `dbsc` | Device Bound Session Credentials (module `dbsc`; `ring` for the signatures) |
 //! | `testkit` | the store conformance suite, for third-party stores |
 
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
 mod config;
+#[cfg(feature = "dbsc")]
+pub mod dbsc;
 mod error;
 pub mod http;
 mod id;
@@ -93,6 +98,8 @@ pub use config::{
     Config, ConfigBuilder, CookieConfig, RetiredIdPolicy, SameSite, SigningKey, Transport,
     UserLimitPolicy,
 };
+#[cfg(feature = "dbsc")]
+pub use dbsc::DbscConfig;
 pub use error::{BoxError, Error, Result};
 #[cfg(feature = "actix")]
 pub use http::{SessionExt, SessionMiddleware, SessionMiddlewareService};
@@ -100,7 +107,7 @@ pub use http::{SessionLayer, SessionService};
 pub use id::{Key, SessionId, ID_LEN};
 pub use lifecycle::flash::{Flash, FlashLevel};
 pub use manager::{Manager, SessionInfo};
-pub use record::{now_millis, AuthInfo, Data, Extra, Millis, Record};
+pub use record::{now_millis, AuthInfo, Data, DeviceBinding, Extra, Millis, Record};
 pub use session::Session;
 pub use store::{MemoryStore, Page, Store};
 pub use token::SessionHeaders;

@@ -40,6 +40,9 @@ struct ManagerInner {
     core: Arc<Core>,
     codec: TokenCodec,
     gc: Mutex<Option<GcTask>>,
+    /// The DBSC bound cookie's name as sent, when DBSC is on.
+    #[cfg(feature = "dbsc")]
+    bound_cookie: Option<String>,
 }
 
 struct GcTask {
@@ -86,11 +89,15 @@ impl Manager {
         config.validate()?;
         metrics::describe();
         let codec = TokenCodec::new(&config);
+        #[cfg(feature = "dbsc")]
+        let bound_cookie = config.dbsc.as_ref().map(|d| d.cookie_name_for(&config));
         Ok(Self {
             inner: Arc::new(ManagerInner {
                 core: Arc::new(Core::new(store, config)),
                 codec,
                 gc: Mutex::new(None),
+                #[cfg(feature = "dbsc")]
+                bound_cookie,
             }),
         })
     }
@@ -112,8 +119,38 @@ impl Manager {
 
     /// Starts the session of a request from its headers. Does no I/O.
     pub fn start(&self, headers: &HeaderMap) -> Session {
+        self.start_request(headers, false)
+    }
+
+    /// [`Manager::start`]; `dbsc_endpoint` exempts the request from the bound-cookie check
+    /// (the DBSC endpoints check proofs instead).
+    #[cfg_attr(not(feature = "dbsc"), allow(unused_variables))]
+    pub(crate) fn start_request(&self, headers: &HeaderMap, dbsc_endpoint: bool) -> Session {
         let (token, had_token) = self.inner.codec.read(headers);
-        Session::new(self.inner.core.clone(), token, had_token)
+        Session::new(
+            self.inner.core.clone(),
+            token,
+            had_token,
+            #[cfg(feature = "dbsc")]
+            match &self.inner.bound_cookie {
+                Some(name) => crate::dbsc::Presented {
+                    exempt: dbsc_endpoint,
+                    ..crate::dbsc::Presented::read(headers, name)
+                },
+                None => crate::dbsc::Presented::default(),
+            },
+        )
+    }
+
+    /// Headers that tell the client to forget its session token.
+    pub(crate) fn removal_headers(&self) -> SessionHeaders {
+        self.inner.codec.removal()
+    }
+
+    /// The bound cookie's name as sent, when DBSC is on.
+    #[cfg(feature = "dbsc")]
+    pub(crate) fn bound_cookie_name(&self) -> Option<&str> {
+        self.inner.bound_cookie.as_deref()
     }
 
     /// Writes what the request changed and returns the headers to add to the response.
@@ -127,6 +164,14 @@ impl Manager {
     pub async fn finish(&self, session: &Session) -> Result<SessionHeaders> {
         let codec = &self.inner.codec;
         let (outcome, private) = session.finish().await?;
+        #[cfg(feature = "dbsc")]
+        let registration = match (&self.config().dbsc, session.take_registration().await) {
+            // Announced only for a session that is stored and stays: not for one forgotten.
+            (Some(config), Some(challenge)) if private && !matches!(outcome, Outcome::Forget) => {
+                Some(crate::dbsc::registration_value(config, &challenge))
+            }
+            _ => None,
+        };
         let headers = match outcome {
             Outcome::Nothing => SessionHeaders::default(),
             Outcome::Forget => codec.removal(),
@@ -135,11 +180,21 @@ impl Manager {
                 absolute_expires_at,
             } => codec.issue(&id, absolute_expires_at),
         };
-        Ok(if private {
+        let headers = if private {
             codec.private(headers)
         } else {
             headers
-        })
+        };
+        #[cfg(feature = "dbsc")]
+        let headers = match registration {
+            Some(value) => headers.with_extra(
+                http::HeaderName::from_static(crate::dbsc::REGISTRATION_HEADER),
+                // Built from a validated path and a base64url challenge: valid header bytes.
+                http::HeaderValue::try_from(value).expect("registration header is ASCII"),
+            ),
+            None => headers,
+        };
+        Ok(headers)
     }
 
     /// One full GC pass: removes every record expired at `now`, in batches; returns the count.

@@ -213,6 +213,81 @@ pub struct Extra {
     ///
     /// [`SessionId::seal_successor`]: crate::SessionId::seal_successor
     pub sealed_successor: Option<[u8; 32]>,
+    /// Device Bound Session Credentials state (feature `dbsc`): the registration or refresh
+    /// challenge, and once the browser registered, its public key and the DBSC session
+    /// identifier. Kept in the record so that it lives wherever the session lives: every store
+    /// persists it, and rotation, migration and the user index carry it along. It is part of
+    /// the record in every build (a process built without `dbsc` keeps it intact on save).
+    pub binding: Option<DeviceBinding>,
+}
+
+/// A session's device binding (DBSC), as stored in its [`Record`].
+///
+/// Nothing here is a credential on its own: the public key is public, the DBSC session
+/// identifier is a random name unrelated to the session ID, a challenge is only useful with the
+/// private key that never leaves the browser's device, and `secret` only MACs the short-lived
+/// bound cookie of this one session.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeviceBinding {
+    /// The DBSC session identifier the browser names the session by (`Sec-Secure-Session-Id`):
+    /// random, never the session ID. Empty until the browser registered.
+    pub session_id: String,
+    /// The registered key's JWS algorithm (`ES256` or `RS256`); empty until registered.
+    pub alg: String,
+    /// The registered public key as a JWK (compact JSON, only the key's own members); empty
+    /// until registered.
+    pub jwk: String,
+    /// The key of the bound cookie's MAC, fresh for every registration.
+    pub secret: [u8; 32],
+    /// The one challenge the next proof must sign (empty: none outstanding).
+    pub challenge: String,
+    /// When `challenge` was issued.
+    pub challenge_issued: Millis,
+}
+
+impl DeviceBinding {
+    /// True once the browser registered a key: requests then need the bound cookie.
+    pub fn is_bound(&self) -> bool {
+        !self.jwk.is_empty()
+    }
+
+    fn encode_into(&self, out: &mut Vec<u8>) {
+        out.push(BINDING_VERSION);
+        for s in [&self.session_id, &self.alg, &self.jwk] {
+            put_str(out, s);
+        }
+        out.extend_from_slice(&self.secret);
+        put_str(out, &self.challenge);
+        out.extend_from_slice(&self.challenge_issued.to_le_bytes());
+    }
+
+    fn decode_from(r: &mut Reader<'_>) -> Result<Self> {
+        if r.take(1)?[0] != BINDING_VERSION {
+            return Err(corrupt("unknown device binding version"));
+        }
+        let session_id = r.string()?;
+        let alg = r.string()?;
+        let jwk = r.string()?;
+        let secret = r.take(32)?.try_into().unwrap();
+        let challenge = r.string()?;
+        let challenge_issued = r.i64()?;
+        Ok(Self {
+            session_id,
+            alg,
+            jwk,
+            secret,
+            challenge,
+            challenge_issued,
+        })
+    }
+}
+
+/// The layout version of an encoded [`DeviceBinding`].
+const BINDING_VERSION: u8 = 1;
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
 }
 
 /// A stored session.
@@ -365,7 +440,9 @@ impl Record {
     /// under another key is rejected by [`Record::decode`].
     pub fn encode(&self, key: &Key) -> Vec<u8> {
         let mut out = Vec::with_capacity(96 + self.data.buf.len());
-        out.extend_from_slice(MAGIC);
+        let binding = self.extra.as_deref().and_then(|e| e.binding.as_ref());
+        // Records without an extension keep the first layout, which every release reads.
+        out.extend_from_slice(if binding.is_some() { MAGIC_EXT } else { MAGIC });
         out.extend_from_slice(&key.0);
         out.extend_from_slice(&self.version.to_le_bytes());
         for t in [
@@ -389,10 +466,6 @@ impl Record {
             | ((self.handle != 0) as u8) << 6
             | (extra.and_then(|e| e.sealed_successor.as_ref()).is_some() as u8) << 7;
         out.push(flags);
-        let put_str = |out: &mut Vec<u8>, s: &str| {
-            out.extend_from_slice(&(s.len() as u32).to_le_bytes());
-            out.extend_from_slice(s.as_bytes());
-        };
         if let Some(u) = &self.user {
             put_str(&mut out, u);
         }
@@ -418,6 +491,13 @@ impl Record {
         if let Some(sealed) = extra.and_then(|e| e.sealed_successor.as_ref()) {
             out.extend_from_slice(sealed);
         }
+        if let Some(b) = binding {
+            // The extension block: its length, then the binding (the only extension so far).
+            let mut ext = Vec::with_capacity(128 + b.jwk.len());
+            b.encode_into(&mut ext);
+            out.extend_from_slice(&(ext.len() as u32).to_le_bytes());
+            out.extend_from_slice(&ext);
+        }
         out.extend_from_slice(&(self.data.buf.len() as u32).to_le_bytes());
         out.extend_from_slice(&self.data.buf);
         let crc = crc32fast::hash(&out);
@@ -431,9 +511,11 @@ impl Record {
         if bytes.len() < MAGIC.len() + 32 + 8 + 40 + 1 + 4 + 4 {
             return Err(corrupt("too short"));
         }
-        if &bytes[..4] != MAGIC {
-            return Err(corrupt("not a sessionkit record (bad magic)"));
-        }
+        let extended = match &bytes[..4] {
+            m if m == MAGIC => false,
+            m if m == MAGIC_EXT => true,
+            _ => return Err(corrupt("not a sessionkit record (bad magic)")),
+        };
         let (body, crc) = bytes.split_at(bytes.len() - 4);
         if crc32fast::hash(body) != u32::from_le_bytes(crc.try_into().unwrap()) {
             return Err(corrupt("checksum mismatch"));
@@ -448,7 +530,7 @@ impl Record {
         let expires_at = r.i64()?;
         let absolute_expires_at = r.i64()?;
         let id_issued = r.i64()?;
-        // Every bit is taken: a new optional field needs a new `MAGIC`.
+        // Every bit is taken: new optional fields go in the extension block (`MAGIC_EXT`).
         let flags = r.take(1)?[0];
         let user = if flags & 1 != 0 {
             Some(r.string()?)
@@ -489,6 +571,17 @@ impl Record {
         if flags & 128 != 0 {
             extra.sealed_successor = Some(r.take(32)?.try_into().unwrap());
         }
+        if extended {
+            let len = r.u32()? as usize;
+            let mut ext = Reader {
+                buf: r.take(len)?,
+                at: 0,
+            };
+            extra.binding = Some(DeviceBinding::decode_from(&mut ext)?);
+            if ext.at != ext.buf.len() {
+                return Err(corrupt("trailing bytes in the extension block"));
+            }
+        }
         let dlen = r.u32()? as usize;
         let data = Data::from_packed(r.take(dlen)?.to_vec())?;
         if r.at != body.len() {
@@ -510,7 +603,13 @@ impl Record {
     }
 }
 
+/// The first layout: every field up to the sealed successor, then the data.
 const MAGIC: &[u8; 4] = b"SKR\x01";
+/// The first layout plus an extension block (a `u32` length and its bytes) before the data,
+/// written only when an extension field (the device binding) is set, so records without one
+/// stay readable by releases that predate it. The 8 flag bits of the first layout are all
+/// taken; this is where new optional fields go.
+const MAGIC_EXT: &[u8; 4] = b"SKR\x02";
 
 fn corrupt(what: &str) -> Error {
     Error::Corrupt(what.to_owned())
@@ -623,21 +722,26 @@ mod tests {
         assert_eq!(Record::decode(&key, &plain.encode(&key)).unwrap(), plain);
     }
 
-    #[test]
-    fn decode_rejects_every_truncation_flip_and_foreign_key() {
-        let (key, r) = sample();
-        let bytes = r.encode(&key);
+    /// Every truncation of `bytes` and every single-bit flip in them fails to decode.
+    pub(super) fn assert_truncations_and_flips_refused(key: &Key, bytes: &[u8]) {
         for n in 0..bytes.len() {
             assert!(
-                Record::decode(&key, &bytes[..n]).is_err(),
+                Record::decode(key, &bytes[..n]).is_err(),
                 "truncated at {n}"
             );
         }
         for i in 0..bytes.len() {
-            let mut b = bytes.clone();
+            let mut b = bytes.to_vec();
             b[i] ^= 0x40;
-            assert!(Record::decode(&key, &b).is_err(), "flip at {i}");
+            assert!(Record::decode(key, &b).is_err(), "flip at {i}");
         }
+    }
+
+    #[test]
+    fn decode_rejects_every_truncation_flip_and_foreign_key() {
+        let (key, r) = sample();
+        let bytes = r.encode(&key);
+        assert_truncations_and_flips_refused(&key, &bytes);
         let other = SessionId::generate().unwrap().key();
         assert!(Record::decode(&other, &bytes).is_err());
         assert!(Record::decode(&key, &vec![0; bytes.len()]).is_err());
@@ -660,5 +764,62 @@ mod tests {
         r.data.buf.truncate(entry.len());
         r.data.set("other", "1").unwrap();
         assert_eq!(Record::decode(&key, &r.encode(&key)).unwrap(), r);
+    }
+}
+
+#[cfg(test)]
+mod binding_tests {
+    use super::*;
+
+    fn bound(mut r: Record) -> Record {
+        r.extra_mut().binding = Some(DeviceBinding {
+            session_id: "sid".into(),
+            alg: "ES256".into(),
+            jwk: r#"{"kty":"EC"}"#.into(),
+            secret: [9; 32],
+            challenge: "c".into(),
+            challenge_issued: 42,
+        });
+        r
+    }
+
+    /// A record as releases before the extension block wrote it (user `ann`, `n = 1`).
+    const OLD_LAYOUT: &str = "534b520107070707070707070707070707070707070707070707070707070707070707070100000000000000e803000000000000e803000000000000d007000000000000b80b000000000000e8030000000000000103000000616e6e0800000001006e010000003169234aea";
+
+    fn unhex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn records_written_before_the_extension_block_still_decode_and_encode_the_same() {
+        let key = Key([7; 32]);
+        let old = unhex(OLD_LAYOUT);
+        let r = Record::decode(&key, &old).unwrap();
+        assert_eq!(r.user.as_deref(), Some("ann"));
+        assert_eq!(r.data.get("n"), Some("1"));
+        assert!(r.extra.is_none());
+        // Without an extension the first layout is written, byte for byte.
+        assert_eq!(r.encode(&key), old);
+    }
+
+    #[test]
+    fn a_device_binding_round_trips_in_the_extension_block() {
+        let key = Key([7; 32]);
+        let r = bound(Record::decode(&key, &unhex(OLD_LAYOUT)).unwrap());
+        let bytes = r.encode(&key);
+        assert_eq!(&bytes[..4], MAGIC_EXT);
+        assert_eq!(Record::decode(&key, &bytes).unwrap(), r);
+        super::tests::assert_truncations_and_flips_refused(&key, &bytes);
+        // A first-layout magic on extended bytes is refused (the checksum covers the magic).
+        let mut relabelled = bytes.clone();
+        relabelled[..4].copy_from_slice(MAGIC);
+        assert!(Record::decode(&key, &relabelled).is_err());
+        // Cloning (as rotation does) carries it.
+        let mut copy = Record::new(0, 0, 0);
+        copy.clone_from(&r);
+        assert_eq!(copy, r);
     }
 }

@@ -25,6 +25,9 @@ struct Inner {
     /// The request carried something under the session cookie name (valid or not).
     had_token: bool,
     state: tokio::sync::Mutex<State>,
+    /// The bound cookie the request carried (DBSC).
+    #[cfg(feature = "dbsc")]
+    presented: crate::dbsc::Presented,
 }
 
 /// The session of one request. Cheap to clone; clones share state.
@@ -58,7 +61,12 @@ impl fmt::Debug for Session {
 }
 
 impl Session {
-    pub(crate) fn new(core: Arc<Core>, token: Option<SessionId>, had_token: bool) -> Self {
+    pub(crate) fn new(
+        core: Arc<Core>,
+        token: Option<SessionId>,
+        had_token: bool,
+        #[cfg(feature = "dbsc")] presented: crate::dbsc::Presented,
+    ) -> Self {
         let now = crate::record::now_millis();
         let state = State::unloaded(core.blank_record(now), now);
         Self {
@@ -67,6 +75,8 @@ impl Session {
                 token,
                 had_token,
                 state: tokio::sync::Mutex::new(state),
+                #[cfg(feature = "dbsc")]
+                presented,
             }),
         }
     }
@@ -99,11 +109,94 @@ impl Session {
                 st.failed = Some(e.to_string());
                 return Err(e);
             }
+            #[cfg(feature = "dbsc")]
+            self.check_binding(&mut st);
         }
         if let Some(msg) = &st.failed {
             return Err(Error::backend("session", "load", msg.clone()));
         }
+        if st.refused {
+            return Err(Error::DeviceBound(crate::lifecycle::REFUSED));
+        }
         Ok(st)
+    }
+
+    /// Refuses the request if its session is device-bound and it lacks a valid bound cookie.
+    #[cfg(feature = "dbsc")]
+    fn check_binding(&self, st: &mut State) {
+        let Some(config) = &self.inner.core.config.dbsc else {
+            return;
+        };
+        if st.current.is_none()
+            || crate::dbsc::satisfied(config, &st.view, &self.inner.presented, st.now)
+        {
+            return;
+        }
+        st.refused = true;
+        let key = st.current.as_ref().map(|c| c.key.short());
+        tracing::warn!(target: "sessionkit::suspicious", event = "bound_cookie_missing",
+            key = key.as_deref().unwrap_or("none"),
+            "device-bound session used without a valid bound cookie: refused");
+    }
+
+    /// Asks the browser to bind this session to a key pair on its device (Device Bound
+    /// Session Credentials; feature `dbsc`): the response carries a
+    /// `Secure-Session-Registration` header with a one-time challenge, and a browser that
+    /// supports DBSC registers a key at the configured registration path. Call it on sign-in;
+    /// any earlier binding of the session is dropped (the new sign-in binds anew). Browsers
+    /// without DBSC ignore the header and the session works as any other.
+    ///
+    /// Returns false (and does nothing) when [`Config::dbsc`](crate::Config::dbsc) is not set.
+    ///
+    /// # Errors
+    ///
+    /// Store errors as for any load; [`Error::Random`] if the OS RNG fails.
+    #[cfg(feature = "dbsc")]
+    pub async fn bind_device(&self) -> Result<bool> {
+        if self.inner.core.config.dbsc.is_none() {
+            return Ok(false);
+        }
+        let mut st = self.state().await?;
+        let challenge = crate::dbsc::new_challenge()?;
+        let now = st.now;
+        Self::record(
+            &mut st,
+            Op::Binding(crate::dbsc::BindingOp::Begin {
+                challenge: challenge.clone(),
+                now,
+            }),
+        )?;
+        st.registration = Some(challenge);
+        Ok(true)
+    }
+
+    /// True once the browser registered a device key for this session (DBSC).
+    #[cfg(feature = "dbsc")]
+    pub async fn is_device_bound(&self) -> Result<bool> {
+        Ok(self.device_binding().await?.is_some_and(|b| b.is_bound()))
+    }
+
+    /// The session's device binding as this request sees it (`None` without a stored session).
+    #[cfg(feature = "dbsc")]
+    pub(crate) async fn device_binding(&self) -> Result<Option<crate::record::DeviceBinding>> {
+        let st = self.state().await?;
+        if st.current.is_none() {
+            return Ok(None);
+        }
+        Ok(st.view.extra.as_ref().and_then(|e| e.binding.clone()))
+    }
+
+    /// Records a change to the device binding.
+    #[cfg(feature = "dbsc")]
+    pub(crate) async fn binding_op(&self, op: crate::dbsc::BindingOp) -> Result<()> {
+        let mut st = self.state().await?;
+        Self::record(&mut st, Op::Binding(op))
+    }
+
+    /// The registration challenge this request started, once (for the response header).
+    #[cfg(feature = "dbsc")]
+    pub(crate) async fn take_registration(&self) -> Option<String> {
+        self.inner.state.lock().await.registration.take()
     }
 
     fn record(st: &mut State, op: Op) -> Result<()> {

@@ -31,6 +31,8 @@ pub struct SessionHeaders {
     token: Option<(HeaderName, HeaderValue)>,
     /// The header the token arrives in, when the response depends on the session.
     vary: Option<HeaderName>,
+    /// One more header the session asks for (a DBSC registration).
+    extra: Option<(HeaderName, HeaderValue)>,
 }
 
 static CACHE_CONTROL_NAME: HeaderName = CACHE_CONTROL;
@@ -40,7 +42,7 @@ static NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 impl SessionHeaders {
     /// True if there is nothing to add.
     pub fn is_empty(&self) -> bool {
-        self.token.is_none() && self.vary.is_none()
+        self.token.is_none() && self.vary.is_none() && self.extra.is_none()
     }
 
     /// True if the response depends on the session (it must not be cached or shared).
@@ -56,7 +58,15 @@ impl SessionHeaders {
             .vary
             .as_ref()
             .map(|name| (&VARY_NAME, Self::vary_value(name)));
-        token.chain(no_store).chain(vary)
+        let extra = self.extra.iter().map(|(n, v)| (n, v));
+        token.chain(no_store).chain(vary).chain(extra)
+    }
+
+    /// Adds one more header (a DBSC registration) to the session's.
+    #[cfg(feature = "dbsc")]
+    pub(crate) fn with_extra(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.extra = Some((name, value));
+        self
     }
 
     /// The `Vary` value for a token header (the common ones are static).
@@ -335,6 +345,7 @@ fn with_no_store((name, value): (HeaderName, String)) -> SessionHeaders {
     SessionHeaders {
         token: Some((name, value)),
         vary: None,
+        extra: None,
     }
 }
 

@@ -35,6 +35,15 @@ pub fn configure(cfg: &mut web::ServiceConfig, manager: &Manager, options: DemoO
             web::post().to(revoke_others),
         ))
         .default_service(web::to(|| async { respond(pages::not_found()) }));
+    if let Some(dbsc) = &manager.config().dbsc {
+        // Inside the session middleware, which serves them (the handler never runs).
+        for path in [&dbsc.register_path, &dbsc.refresh_path] {
+            cfg.service(page(
+                path,
+                web::post().to(|| async { respond(pages::not_found()) }),
+            ));
+        }
+    }
 }
 
 /// One page: the resource (its 405 for a wrong method included) inside the session and CSRF

@@ -24,7 +24,14 @@ pub fn app(manager: Manager) -> Router {
 /// `into_make_service_with_connect_info::<SocketAddr>()` so the devices page can show the
 /// client's network.
 pub fn app_with(manager: Manager, options: DemoOptions) -> Router {
-    Router::new()
+    let mut router = Router::new();
+    if let Some(dbsc) = &manager.config().dbsc {
+        // Routed so that the session layer sees them (it serves them; the handler never runs).
+        for path in [&dbsc.register_path, &dbsc.refresh_path] {
+            router = router.route(path, post(not_found));
+        }
+    }
+    router
         .route("/", get(home))
         .route("/count", get(count))
         .route("/whoami", get(whoami))

@@ -252,6 +252,9 @@ pub async fn login(session: &Session, client: &Client, username: &str) -> PageRe
     }
     // set_user also gives the session a new ID (privilege change).
     session.set_user(Some(name), "demo").await?;
+    // With `serve --dbsc`: ask the browser to bind the new session to a key on its device
+    // (a no-op otherwise; browsers without DBSC ignore the header).
+    session.bind_device().await?;
     session
         .set_device(client.label.as_deref(), client.network.as_deref())
         .await?;

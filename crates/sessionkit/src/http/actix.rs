@@ -108,6 +108,24 @@ where
     forward_ready!(service);
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
+        #[cfg(feature = "dbsc")]
+        if let Some(endpoint) = http::Method::from_bytes(req.method().as_str().as_bytes())
+            .ok()
+            .and_then(|m| self.manager.dbsc_endpoint(&m, req.path()))
+        {
+            // Served here, for every app behind the middleware: the inner service never sees it.
+            let manager = self.manager.clone();
+            let headers = request_headers(req.headers());
+            return Box::pin(async move {
+                let reply = manager.serve_dbsc(endpoint, &headers).await;
+                let mut response = HttpResponse::build(status(reply.status)).body(reply.body);
+                let mut sink = Sink(response.headers_mut());
+                for (name, value) in &reply.headers {
+                    super::HeaderSink::append(&mut sink, name, value);
+                }
+                Ok(req.into_response(response).map_into_right_body())
+            });
+        }
         let session = self.manager.start(&request_headers(req.headers()));
         req.extensions_mut().insert(session.clone());
         let manager = self.manager.clone();
@@ -124,11 +142,12 @@ where
                     Ok(response)
                 }
                 Err(e) => {
-                    super::report_unsaved(&e);
-                    let unavailable = HttpResponse::build(status(super::UNSAVED_STATUS))
+                    let failure = super::Failure::of(&manager, &e);
+                    let mut replaced = HttpResponse::build(status(failure.status))
                         .insert_header((actix_header::CACHE_CONTROL, "no-store"))
-                        .finish();
-                    Ok(response.into_response(unavailable).map_into_right_body())
+                        .body(failure.body.clone());
+                    super::apply(&failure.headers, &mut Sink(replaced.headers_mut()));
+                    Ok(response.into_response(replaced).map_into_right_body())
                 }
             }
         })

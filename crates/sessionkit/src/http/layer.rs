@@ -56,7 +56,7 @@ where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     ReqBody: Send + 'static,
-    ResBody: Default + Send + 'static,
+    ResBody: super::LayerBody + Send + 'static,
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
@@ -67,6 +67,21 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        #[cfg(feature = "dbsc")]
+        if let Some(endpoint) = self.manager.dbsc_endpoint(req.method(), req.uri().path()) {
+            // Served here, for every app behind the layer: the inner service never sees it.
+            let manager = self.manager.clone();
+            let headers = std::mem::take(req.headers_mut());
+            return Box::pin(async move {
+                let reply = manager.serve_dbsc(endpoint, &headers).await;
+                let mut response = Response::new(ResBody::from(reply.body));
+                *response.status_mut() = reply.status;
+                for (name, value) in reply.headers {
+                    response.headers_mut().append(name, value);
+                }
+                Ok(response)
+            });
+        }
         let session = self.manager.start(req.headers());
         req.extensions_mut().insert(session.clone());
         let manager = self.manager.clone();
@@ -77,22 +92,21 @@ where
             let mut response = inner.call(req).await?;
             match manager.finish(&session).await {
                 Ok(headers) => super::apply(&headers, response.headers_mut()),
-                Err(e) => {
-                    super::report_unsaved(&e);
-                    response = unavailable();
-                }
+                Err(e) => response = failed(&super::Failure::of(&manager, &e)),
             }
             Ok(response)
         })
     }
 }
 
-fn unavailable<B: Default>() -> Response<B> {
-    let mut r = Response::new(B::default());
-    *r.status_mut() = super::UNSAVED_STATUS;
+/// The response that replaces the app's when the session could not be finished.
+fn failed<B: super::LayerBody>(failure: &super::Failure) -> Response<B> {
+    let mut r = Response::new(failure.body());
+    *r.status_mut() = failure.status;
     r.headers_mut().insert(
         http::header::CACHE_CONTROL,
         http::HeaderValue::from_static("no-store"),
     );
+    super::apply(&failure.headers, r.headers_mut());
     r
 }

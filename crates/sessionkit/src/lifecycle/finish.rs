@@ -15,6 +15,10 @@ use crate::id::{Key, SessionId};
 use crate::metrics;
 use crate::record::{now_millis, Millis, Record};
 
+/// Why a device-bound session's request without a valid bound cookie is refused.
+pub(crate) const REFUSED: &str =
+    "this session is bound to a device and the request lacks a valid bound cookie";
+
 /// What the client must be told at the end of a request.
 #[derive(Debug)]
 pub(crate) enum Outcome {
@@ -40,6 +44,9 @@ impl Core {
         }
         if let Some(msg) = &st.failed {
             return Err(Error::backend(self.store.kind(), "load", msg.clone()));
+        }
+        if st.refused {
+            return Err(Error::DeviceBound(REFUSED));
         }
         let now = now_millis();
         let forget = if had_token {

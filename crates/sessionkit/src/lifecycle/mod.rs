@@ -31,7 +31,7 @@ use crate::metrics;
 use crate::record::{now_millis, Millis, Record};
 use crate::store::Store;
 
-pub(crate) use finish::Outcome;
+pub(crate) use finish::{Outcome, REFUSED};
 pub(crate) use oplog::{Base, Current, Op, State, UpdateFn};
 pub(crate) use revoke::same_session;
 

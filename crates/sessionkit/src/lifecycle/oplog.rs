@@ -22,6 +22,10 @@ pub(crate) enum Op {
     /// Flash messages this request took (by id); the name goes when none is left.
     DropFlashes(Vec<u64>),
     Device(Option<String>, Option<String>),
+    /// A change to the device binding (DBSC); a challenge it consumes is checked again on
+    /// every replay, so a challenge is used once.
+    #[cfg(feature = "dbsc")]
+    Binding(crate::dbsc::BindingOp),
 }
 
 /// `f(key, current JSON)` → new JSON. Boxed, not shared: an operation is only ever replayed
@@ -62,6 +66,8 @@ impl Op {
                 extra.device = device.clone();
                 extra.ip_prefix = ip.clone();
             }
+            #[cfg(feature = "dbsc")]
+            Op::Binding(op) => op.apply(record)?,
         }
         Ok(())
     }
@@ -119,6 +125,13 @@ pub(crate) struct State {
     pub(crate) destroy: bool,
     /// The request's clock, read once when it started.
     pub(crate) now: Millis,
+    /// The session is device-bound and the request lacks a valid bound cookie: nothing may
+    /// be read or written, and the request is refused.
+    pub(crate) refused: bool,
+    /// The registration challenge this request started (`Session::bind_device`), to be
+    /// announced in the response once the session is saved.
+    #[cfg(feature = "dbsc")]
+    pub(crate) registration: Option<String>,
 }
 
 impl State {
@@ -134,6 +147,9 @@ impl State {
             cycle: false,
             destroy: false,
             now,
+            refused: false,
+            #[cfg(feature = "dbsc")]
+            registration: None,
         }
     }
 

@@ -73,6 +73,15 @@ pub(super) fn rich(now: Millis) -> Record {
     });
     r.extra_mut().device = Some("Firefox on Linux".into());
     r.extra_mut().ip_prefix = Some("203.0.113.0/24".into());
+    // The extension block of the encoding (a device binding): a store must keep it as well.
+    r.extra_mut().binding = Some(crate::record::DeviceBinding {
+        session_id: "dbsc-session".into(),
+        alg: "ES256".into(),
+        jwk: r#"{"crv":"P-256","kty":"EC","x":"AA","y":"AA"}"#.into(),
+        secret: [0xa5; 32],
+        challenge: "challenge".into(),
+        challenge_issued: now - 2 * SEC,
+    });
     r.version = 7;
     r
 }
