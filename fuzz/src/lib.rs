@@ -194,7 +194,7 @@ pub async fn exercise(
     if ops & 64 != 0 {
         let _ = session.destroy().await;
     }
-    let _ = session.is_read_only().await;
+    let _ = session.is_new().await;
     let _ = session.auth_info().await;
     manager
         .finish(session)
