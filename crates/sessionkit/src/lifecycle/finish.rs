@@ -102,7 +102,7 @@ impl Core {
             record.handle = handle_for(&key);
             match self.call("create", self.store.create(&key, &record)).await {
                 Ok(()) => {
-                    metrics::created();
+                    self.metrics.created();
                     return Ok(Outcome::Issue {
                         id,
                         absolute_expires_at: record.absolute_expires_at,
@@ -232,15 +232,15 @@ impl Core {
                     }
                     st.view = record;
                     if matches!(outcome, Outcome::Issue { .. }) {
-                        metrics::rotated();
+                        self.metrics.rotated();
                     } else {
-                        metrics::saved();
+                        self.metrics.saved();
                     }
                     return Ok(outcome);
                 }
                 Err(Error::Conflict) | Err(Error::Exists) => {
                     st.view = record;
-                    metrics::conflict_retried()
+                    self.metrics.conflict_retried()
                 }
                 Err(e) => {
                     st.view = record;

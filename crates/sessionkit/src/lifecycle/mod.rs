@@ -41,6 +41,8 @@ pub(crate) struct Core {
     pub(crate) config: Config,
     /// Writers to one session in this process take turns (see `finish`).
     write_turns: Box<[WriteTurn]>,
+    /// The per-request metrics, registered once.
+    pub(crate) metrics: metrics::Handles,
 }
 
 /// One stripe of write turns: the lock writers queue on, and what the last of them wrote when
@@ -111,9 +113,10 @@ impl Core {
     /// A core over `store` with `config` (already validated).
     pub(crate) fn new(store: Arc<dyn Store>, config: Config) -> Self {
         Self {
-            store,
             config,
             write_turns: (0..WRITE_TURNS).map(|_| WriteTurn::new()).collect(),
+            metrics: metrics::Handles::new(store.kind()),
+            store,
         }
     }
 
@@ -163,7 +166,7 @@ impl Core {
         // Conflict and Exists are answers, not failures.
         let ok = matches!(result, Ok(_) | Err(Error::Conflict) | Err(Error::Exists));
         if let Some(started) = started {
-            metrics::store_call(store, op, started.elapsed(), ok);
+            self.metrics.store_call(op, started.elapsed(), ok);
         }
         result
     }
@@ -268,7 +271,7 @@ impl Core {
         if !self.is_live(&record, now) {
             return Ok(());
         }
-        metrics::loaded();
+        self.metrics.loaded();
         st.current = Some(Current {
             id: id.clone(),
             key,
