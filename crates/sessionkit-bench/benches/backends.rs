@@ -185,7 +185,12 @@ fn backends() -> Vec<Backend> {
             url: |side, a, _| {
                 let a = a?;
                 Some(match side {
-                    Side::Sessionkit => format!("mysql://root@{a}/test?table=skbench_sk"),
+                    // mysql_async switches a loopback TCP connection to the server's Unix
+                    // socket unless told not to: both sides go over TCP (and through the
+                    // round-trip proxy), as tower-sessions' sqlx does.
+                    Side::Sessionkit => {
+                        format!("mysql://root@{a}/test?table=skbench_sk&prefer_socket=false")
+                    }
                     // The tower binary sets its table itself.
                     Side::Tower => format!("mysql://root@{a}/test"),
                 })

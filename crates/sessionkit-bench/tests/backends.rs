@@ -154,6 +154,28 @@ async fn postgres_one_round_trip_to_read_two_to_write() {
     check(&ops);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_one_round_trip_to_read_two_to_write() {
+    let Some(server) = service("SKB_MYSQL_ADDR", "127.0.0.1:3306") else {
+        return;
+    };
+    let proxy = CountingProxy::start(server).await.unwrap();
+    // `prefer_socket=false`: mysql_async would otherwise move a loopback connection to the
+    // server's Unix socket, past the proxy (which then counted nothing).
+    let url = format!(
+        "mysql://root@{}/test?table=skbench_rtt&prefer_socket=false",
+        proxy.addr()
+    );
+    let app = serve(&url).await;
+    let (new, write, read) = sides::count_round_trips(&proxy, app, 20).await.unwrap();
+    assert_eq!((write, read), (2.0, 1.0), "count and peek round trips");
+    assert!(new <= 2.0, "a new session took {new} round trips");
+    let signed_in = sides::signed_in_write_round_trips(&proxy, app, 20)
+        .await
+        .unwrap();
+    assert_eq!(signed_in, 2.0, "signed-in count round trips");
+}
+
 /// The tower-sessions side builds (it is its own workspace) and runs its SQLite subject.
 #[test]
 fn tower_side_builds_and_runs() {
