@@ -98,15 +98,8 @@ async fn redis_one_round_trip_to_read_two_to_write() {
     };
     let proxy = CountingProxy::start(server).await.unwrap();
     let url = format!("redis://{}/15?prefix=skbench-{}:", proxy.addr(), token());
-    let app = serve(&url).await;
-    let (new, write, read) = sides::count_round_trips(&proxy, app, 20).await.unwrap();
-    assert_eq!((write, read), (2.0, 1.0), "count and peek round trips");
-    assert!(new <= 2.0, "a new session took {new} round trips");
     // Signed in, a save also keeps the user index: still one script, one round trip.
-    let signed_in = sides::signed_in_write_round_trips(&proxy, app, 20)
-        .await
-        .unwrap();
-    assert_eq!(signed_in, 2.0, "signed-in count round trips");
+    assert_round_trips(&proxy, serve(&url).await).await;
     let store = sessionkit::store::open(&url).await.unwrap();
     check(&sides::store_ops(store, tiny(), 40).await);
     let redis = sessionkit::store::redis::RedisStore::open(&url)
@@ -166,11 +159,16 @@ async fn mysql_one_round_trip_to_read_two_to_write() {
         "mysql://root@{}/test?table=skbench_rtt&prefer_socket=false",
         proxy.addr()
     );
-    let app = serve(&url).await;
-    let (new, write, read) = sides::count_round_trips(&proxy, app, 20).await.unwrap();
+    assert_round_trips(&proxy, serve(&url).await).await;
+}
+
+/// The count page at `app`, whose store is reached through `proxy`: 1 round trip to read, 2
+/// to write (signed in too), at most 2 for a new session.
+async fn assert_round_trips(proxy: &CountingProxy, app: SocketAddr) {
+    let (new, write, read) = sides::count_round_trips(proxy, app, 20).await.unwrap();
     assert_eq!((write, read), (2.0, 1.0), "count and peek round trips");
     assert!(new <= 2.0, "a new session took {new} round trips");
-    let signed_in = sides::signed_in_write_round_trips(&proxy, app, 20)
+    let signed_in = sides::signed_in_write_round_trips(proxy, app, 20)
         .await
         .unwrap();
     assert_eq!(signed_in, 2.0, "signed-in count round trips");

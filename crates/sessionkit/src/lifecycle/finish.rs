@@ -223,14 +223,14 @@ impl Core {
                         _ => Outcome::Nothing,
                     })
             };
+            st.view = record;
             match outcome {
                 Ok(outcome) => {
                     // Hand the written record to the writers queued behind (see `WriteTurn`).
                     // After a rotation they find the old key's alias and follow it instead.
                     if !rotate && self.turn(&key).contended() {
-                        *turn = Some((key, record.clone()));
+                        *turn = Some((key, st.view.clone()));
                     }
-                    st.view = record;
                     if matches!(outcome, Outcome::Issue { .. }) {
                         self.metrics.rotated();
                     } else {
@@ -238,14 +238,8 @@ impl Core {
                     }
                     return Ok(outcome);
                 }
-                Err(Error::Conflict) | Err(Error::Exists) => {
-                    st.view = record;
-                    self.metrics.conflict_retried()
-                }
-                Err(e) => {
-                    st.view = record;
-                    return Err(e);
-                }
+                Err(Error::Conflict) | Err(Error::Exists) => self.metrics.conflict_retried(),
+                Err(e) => return Err(e),
             }
             // Lost the race: reload and replay on what the winner wrote.
             let Some(winner) = self.call("load", store.load(&key, now)).await? else {
