@@ -79,7 +79,7 @@ use crate::id::Key;
 use crate::record::{Millis, Record};
 
 use conn::{as_bytes, as_i64, as_int, as_string, parse_scan, status_user, Conn};
-use scripts::{expire_arg, record_args, scripts, ttl_arg, Scripts};
+use scripts::{expire_arg, record_args, save_args, scripts, ttl_arg, Scripts};
 
 mod conn;
 mod scripts;
@@ -634,18 +634,9 @@ impl Store for RedisStore {
     }
 
     async fn save(&self, key: &Key, record: &Record, expected_version: u64) -> Result<()> {
-        let mut keys = self.keys3(key).to_vec();
-        let mut args = vec![
-            key.to_hex().into_bytes(),
-            record.last_access.to_string().into_bytes(),
-            expected_version.to_string().into_bytes(),
-        ];
-        args.extend(record_args(key, record));
-        args.push(ttl_arg(
-            record.last_access,
-            record.expires_at,
-            record.absolute_expires_at,
-        ));
+        let [rec, x, _] = self.keys3(key);
+        let mut keys = vec![rec, x];
+        let mut args = save_args(record, expected_version, key);
         match record.user.as_deref() {
             Some(user) if !self.is_cluster() => {
                 let score = index_score(record);
@@ -674,7 +665,6 @@ impl Store for RedisStore {
                 &self.scripts.touch,
                 &[rec, x],
                 &[
-                    key.to_hex().into_bytes(),
                     last_access.to_string().into_bytes(),
                     expire_arg(expires_at),
                     ttl_arg(last_access, expires_at, Millis::MAX),

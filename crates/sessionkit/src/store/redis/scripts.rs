@@ -25,6 +25,29 @@ pub(super) fn record_args(key: &Key, r: &Record) -> Vec<Vec<u8>> {
     ]
 }
 
+/// The arguments of [`SAVE`] before the user-index ones: now, expected version, v, e, l, b,
+/// has-user, d, TTL[, user]. The user goes last so that a save without one sends nothing for it.
+pub(super) fn save_args(r: &Record, expected_version: u64, key: &Key) -> Vec<Vec<u8>> {
+    let mut args = Vec::with_capacity(12);
+    args.push(r.last_access.to_string().into_bytes());
+    args.push(expected_version.to_string().into_bytes());
+    args.push(r.version.to_string().into_bytes());
+    args.push(r.expires_at.to_string().into_bytes());
+    args.push(r.last_access.to_string().into_bytes());
+    args.push(r.absolute_expires_at.to_string().into_bytes());
+    args.push(if r.user.is_some() {
+        b"1".to_vec()
+    } else {
+        b"0".to_vec()
+    });
+    args.push(r.encode(key));
+    args.push(ttl_arg(r.last_access, r.expires_at, r.absolute_expires_at));
+    if let Some(user) = &r.user {
+        args.push(user.clone().into_bytes());
+    }
+    args
+}
+
 /// A deadline as a `PEXPIREAT` argument: clamped to what Redis accepts, like the scripts'
 /// `pxat`, for the scripts that take it ready-made.
 pub(super) fn expire_arg(at: Millis) -> Vec<u8> {
@@ -109,25 +132,30 @@ const PRELUDE: &str = include_str!("prelude.lua");
 // KEYS: rec, x, k. ARGV: member, now, record fields (3..9).
 const CREATE: &str = include_str!("create.lua");
 
-// KEYS: rec, x, k[, user index]. ARGV: member, now, expected version, record fields (4..10),
-// the record's TTL should the deadline pass its current one (11, `ttl_arg`)[, the user-index
-// score (12) and its PEXPIREAT time (13)]. The user index is passed only on a standalone
-// server, where one script may touch any key: there the index entry is written with the
-// record, atomically, when the record's user changes, and a signed-in session's save stays one
-// round trip. (A cluster keeps the index in another slot and writes it first, in a call of its
-// own.)
+// KEYS: rec, x[, user index]. ARGV: now, expected version, v, e, l, b, has-user, d, the
+// record's TTL should the deadline pass its current one (9, `ttl_arg`)[, user (10)][, the
+// user-index score (11) and its PEXPIREAT time (12)] (`save_args`). The user index is passed
+// only on a standalone server, where one script may touch any key: there the index entry is
+// written with the record, atomically, when the record's user changes, and a signed-in
+// session's save stays one round trip. (A cluster keeps the index in another slot and writes
+// it first, in a call of its own.)
 // The record is live and no alias, so its hash holds exactly v, e, l, b, d, maybe t (the TTL
 // last set, when it is not e) and maybe u, and its key-order entry (k) exists since create:
 // overwrite in place (no DEL and re-create) and leave k alone. The TTL moves only when the
 // deadline passes it, and the expiry index (x) only when the deadline moves earlier: its
 // score is a lower bound of the deadline, which `gc` corrects when it comes due (see
-// `RedisStore::gc`). Self-contained (no prelude): this is the hot write.
+// `RedisStore::gc`). The member is the record key's last 64 characters (its hex key).
+// Self-contained (no prelude) and lean: this is the hot write, and on Redis 7 a script's cost
+// is mostly per-call overhead: each argument (~60 ns), each `redis.call` (~1 µs) and each
+// `tonumber` of a 13-digit time (~140 ns), so each time is converted once and the member is
+// not sent (it is needed only when the deadline moves earlier).
 const SAVE: &str = include_str!("save.lua");
 
-// KEYS: rec, x. ARGV: member, now (last access), wanted expires_at (clamped by the caller),
-// the TTL should the deadline pass the current one (`ttl_arg` of the wanted deadline; the
-// script caps it at the record's absolute deadline). TTL and expiry index move as in SAVE.
-// Self-contained (no prelude): touches run on every request that only reads.
+// KEYS: rec, x. ARGV: now (last access), wanted expires_at (clamped by the caller), the TTL
+// should the deadline pass the current one (`ttl_arg` of the wanted deadline; the script caps
+// it at the record's absolute deadline). TTL and expiry index move as in SAVE, and the member
+// comes from the record key as there. Self-contained (no prelude): touches run on every
+// request that only reads.
 const TOUCH: &str = include_str!("touch.lua");
 
 // Leaves the old key: deleted, or replaced by an alias until the grace deadline.
