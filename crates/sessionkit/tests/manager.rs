@@ -576,11 +576,27 @@ async fn a_flash_taken_in_its_own_request_stores_no_session() {
 }
 
 /// A memory store whose saves take a store round trip's time, and that counts them: so the
-/// queue of writers on one hot session forms as it does against Redis or Postgres.
+/// queue of writers on one hot session forms as it does against Redis or Postgres. Each save
+/// also takes a permit of `gate` once counted, so a test can hold saves in flight.
 #[derive(Debug)]
 struct SlowSaves {
     inner: MemoryStore,
     saves: std::sync::atomic::AtomicUsize,
+    gate: tokio::sync::Semaphore,
+}
+
+impl SlowSaves {
+    fn new(permits: usize) -> Arc<Self> {
+        Arc::new(Self {
+            inner: MemoryStore::new(),
+            saves: Default::default(),
+            gate: tokio::sync::Semaphore::new(permits),
+        })
+    }
+
+    fn saves(&self) -> usize {
+        self.saves.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 #[async_trait::async_trait]
@@ -606,6 +622,7 @@ impl Store for SlowSaves {
     ) -> sessionkit::Result<()> {
         self.saves
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.gate.acquire().await.expect("gate open").forget();
         tokio::time::sleep(Duration::from_millis(2)).await;
         self.inner.save(key, record, expected).await
     }
@@ -659,28 +676,32 @@ impl Store for SlowSaves {
     }
 }
 
-#[tokio::test]
-async fn writers_queued_on_a_hot_session_cost_one_save_each() {
-    let store = Arc::new(SlowSaves {
-        inner: MemoryStore::new(),
-        saves: Default::default(),
-    });
-    let m = Manager::new(store.clone(), Config::default()).unwrap();
+/// A session with `n` at 0, and `writers` requests that each loaded it and incremented `n`.
+async fn hot_session(m: &Manager, writers: u64) -> (String, Vec<sessionkit::Session>) {
     let s = m.start(&HeaderMap::new());
     s.insert("n", 0u64).await.unwrap();
-    let token = token_of(&m, &m.finish(&s).await.unwrap());
-    // Every writer loads the same version, then all finish at once: each one queued behind
-    // the others would lose its compare-and-set and reload, unless the queue hands the
-    // written record down.
-    const WRITERS: u64 = 16;
+    let token = token_of(m, &m.finish(&s).await.unwrap());
     let mut sessions = Vec::new();
-    for _ in 0..WRITERS {
-        let s = m.start(&cookie_headers(&m, &token));
+    for _ in 0..writers {
+        let s = m.start(&cookie_headers(m, &token));
         s.update("n", |n: Option<u64>| n.unwrap_or(0) + 1)
             .await
             .unwrap();
         sessions.push(s);
     }
+    (token, sessions)
+}
+
+#[tokio::test]
+async fn writers_queued_on_a_hot_session_share_one_save() {
+    let store = SlowSaves::new(usize::MAX >> 4);
+    let m = Manager::new(store.clone(), Config::default()).unwrap();
+    // Every writer loads the same version, then all finish at once: each one queued behind
+    // the others would lose its compare-and-set and reload, unless the queue hands the
+    // written record down; and each would cost a save of its own, unless the writer whose
+    // turn it is saves for the ones waiting.
+    const WRITERS: u64 = 16;
+    let (token, sessions) = hot_session(&m, WRITERS).await;
     let mut finishes = tokio::task::JoinSet::new();
     for s in sessions {
         let m = m.clone();
@@ -693,11 +714,100 @@ async fn writers_queued_on_a_hot_session_cost_one_save_each() {
     assert_eq!(
         s.get::<u64>("n").await.unwrap(),
         Some(WRITERS),
-        "no update lost"
+        "no update lost, none applied twice"
+    );
+    // The first writer saves alone (nobody waits yet); the 15 queue behind it, and the first
+    // of them saves for all. (Without combining: 16 saves; without handing the record down:
+    // 31, each queued writer losing a compare-and-set first.)
+    assert_eq!(
+        store.saves(),
+        2,
+        "one save for the writer alone, one for the queue"
+    );
+}
+
+/// The writer saving for the queue goes away (its client disconnects) mid-save: the save
+/// finishes anyway and every queued writer gets its answer, each update applied once.
+#[tokio::test]
+async fn a_combined_save_outlives_the_request_that_started_it() {
+    // No permits: every save waits for the test to let it through.
+    let store = SlowSaves::new(0);
+    let m = Manager::new(store.clone(), Config::default()).unwrap();
+    let (token, mut sessions) = hot_session(&m, 4).await;
+    let wait_for_saves = |n: usize| {
+        let store = store.clone();
+        async move {
+            for _ in 0..2000 {
+                if store.saves() >= n {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            panic!("saves never reached {n}");
+        }
+    };
+    let finish = |s: sessionkit::Session| {
+        let m = m.clone();
+        tokio::spawn(async move { m.finish(&s).await.map(drop) })
+    };
+    // The first writer's save is in flight; the second queues first, so the turn passes to
+    // it, and the last two queue behind it. (The pauses only order the queue.)
+    let first = finish(sessions.remove(0));
+    wait_for_saves(1).await;
+    let holder = finish(sessions.remove(0));
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let queued: Vec<_> = sessions.into_iter().map(finish).collect();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    store.gate.add_permits(1);
+    first.await.unwrap().unwrap();
+    // The holder's combined save is in flight (counted, waiting for a permit): drop it.
+    wait_for_saves(2).await;
+    holder.abort();
+    assert!(holder.await.unwrap_err().is_cancelled());
+    store.gate.add_permits(8);
+    for out in queued {
+        out.await.unwrap().expect("answered by the combined save");
+    }
+    let s = m.start(&cookie_headers(&m, &token));
+    assert_eq!(
+        s.get::<u64>("n").await.unwrap(),
+        Some(4),
+        "each update once"
     );
     assert_eq!(
-        store.saves.load(std::sync::atomic::Ordering::Relaxed) as u64,
-        WRITERS,
-        "one save per writer, no lost compare-and-set"
+        store.saves(),
+        2,
+        "the queued writers were saved with the holder"
+    );
+}
+
+/// A queued writer whose operation no longer applies on the record the holder is saving
+/// (another writer changed the value's type) is handed back, saves alone, and meets the
+/// error itself; the others are saved.
+#[tokio::test]
+async fn a_queued_writer_that_fails_on_the_combined_record_fails_alone() {
+    let store = SlowSaves::new(usize::MAX >> 4);
+    let m = Manager::new(store.clone(), Config::default()).unwrap();
+    let (token, mut sessions) = hot_session(&m, 2).await;
+    // A third writer makes `n` a string; the update queued behind it cannot apply.
+    let s = m.start(&cookie_headers(&m, &token));
+    s.insert("n", "not a number").await.unwrap();
+    let (first, after) = (sessions.remove(0), sessions.remove(0));
+    let mut order = tokio::task::JoinSet::new();
+    for (i, s) in [first, s, after].into_iter().enumerate() {
+        let m = m.clone();
+        order.spawn(async move { (i, m.finish(&s).await.map(drop)) });
+        tokio::task::yield_now().await;
+    }
+    let mut results = [None, None, None];
+    while let Some(out) = order.join_next().await {
+        let (i, r) = out.unwrap();
+        results[i] = Some(r.is_ok());
+    }
+    assert_eq!(results, [Some(true), Some(true), Some(false)]);
+    let s = m.start(&cookie_headers(&m, &token));
+    assert_eq!(
+        s.get::<String>("n").await.unwrap().as_deref(),
+        Some("not a number")
     );
 }

@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use super::turn::{Job, Reply, Turned};
 use super::{millis, Core, Current, State, ALIAS_LINGER, CHASE_LINGER, TOMBSTONE_ROTATIONS};
 use crate::config::RetiredIdPolicy;
 use crate::error::{Error, Result};
@@ -158,7 +159,31 @@ impl Core {
         // Writers to the same session in this process queue here, so compare-and-set conflicts
         // come only from other processes. Without it, on a store with real round trips, a
         // loser backing off keeps losing to fresh requests that never wait (starvation).
-        let mut turn = self.turn(&key).take().await;
+        // A plain save waiting for its turn leaves its operations for the holder, which saves
+        // them with its own (see `turn`); a rotation waits for the turn as such.
+        let mut turn = if rotate {
+            self.turn(&key).take().await
+        } else {
+            match self
+                .turn(&key)
+                .take_or_combine(key, &mut st.ops, store.kind())
+                .await
+            {
+                Turned::Held(turn) => turn,
+                Turned::Saved(record) => {
+                    st.view = record;
+                    self.metrics.saved();
+                    return Ok(match (hand_over, id) {
+                        (true, Some(id)) => Outcome::Issue {
+                            id,
+                            absolute_expires_at: st.view.absolute_expires_at,
+                        },
+                        _ => Outcome::Nothing,
+                    });
+                }
+                Turned::Failed(e) => return Err(e),
+            }
+        };
         if let Some((_, ahead)) = turn
             .take()
             .filter(|(k, r)| *k == key && r.version > version)
@@ -213,15 +238,20 @@ impl Core {
                     absolute_expires_at: record.absolute_expires_at,
                 })
             } else {
-                self.call("save", store.save(&key, &record, version))
-                    .await
-                    .map(|()| match (hand_over, &id) {
-                        (true, Some(id)) => Outcome::Issue {
-                            id: id.clone(),
-                            absolute_expires_at: record.absolute_expires_at,
-                        },
-                        _ => Outcome::Nothing,
-                    })
+                let jobs = self.turn(&key).take_jobs(&key);
+                let saved = if jobs.is_empty() {
+                    self.call("save", store.save(&key, &record, version)).await
+                } else {
+                    self.save_combined(key, &mut record, version, jobs, now)
+                        .await
+                };
+                saved.map(|()| match (hand_over, &id) {
+                    (true, Some(id)) => Outcome::Issue {
+                        id: id.clone(),
+                        absolute_expires_at: record.absolute_expires_at,
+                    },
+                    _ => Outcome::Nothing,
+                })
             };
             st.view = record;
             match outcome {
@@ -288,6 +318,75 @@ impl Core {
 }
 
 impl Core {
+    /// Saves `record` (the holder's write) with the operations of the writers queued behind
+    /// it (`jobs`, oldest first) replayed on top, in one compare-and-set against `version`,
+    /// and answers each of them. A job whose operations fail on the combined record is handed
+    /// back to save alone (and meet the failure itself). The store call runs in a task of its
+    /// own, so the waiters are answered even if this request is dropped meanwhile.
+    async fn save_combined(
+        &self,
+        key: Key,
+        record: &mut Record,
+        version: u64,
+        jobs: Vec<Job>,
+        now: Millis,
+    ) -> Result<()> {
+        let mut taken = Vec::with_capacity(jobs.len());
+        for mut job in jobs {
+            let mut trial = record.clone();
+            match job.ops.iter().try_for_each(|op| op.apply(&mut trial)) {
+                Ok(()) => {
+                    *record = trial;
+                    taken.push(job);
+                }
+                Err(_) => {
+                    let ops = std::mem::take(&mut job.ops);
+                    job.answer(Reply::Retry(ops));
+                }
+            }
+        }
+        // A waiter's sign-in may have moved the absolute deadline.
+        record.expires_at = now
+            .saturating_add(millis(self.config.idle_timeout))
+            .min(record.absolute_expires_at);
+        let store = self.store.clone();
+        let kind = store.kind();
+        let after = self.config.store_timeout;
+        let saved = record.clone();
+        let started = metrics::ENABLED.then(std::time::Instant::now);
+        let save = async move {
+            let result = match tokio::time::timeout(after, store.save(&key, &saved, version)).await
+            {
+                Ok(r) => r,
+                Err(_) => Err(Error::Timeout {
+                    store: kind,
+                    op: "save",
+                    after,
+                }),
+            };
+            for job in taken {
+                job.answer_save(&result, &saved, kind);
+            }
+            result
+        };
+        let result = match tokio::runtime::Handle::try_current() {
+            Ok(rt) => rt.spawn(save).await.unwrap_or_else(|e| {
+                Err(Error::backend(
+                    kind,
+                    "save",
+                    format!("combined save task: {e}"),
+                ))
+            }),
+            // Outside a tokio runtime nothing can run detached; save in line.
+            Err(_) => save.await,
+        };
+        if let Some(started) = started {
+            let ok = matches!(result, Ok(()) | Err(Error::Conflict));
+            self.metrics.store_call("save", started.elapsed(), ok);
+        }
+        result
+    }
+
     /// Until when the ID retired by a periodic rotation of `record` at `now` is kept: the
     /// grace window, plus as long as the retired-ID policy needs to recognise it later.
     fn retired_until(&self, record: &Record, now: Millis) -> Millis {

@@ -11,11 +11,13 @@
 //! - [`finish`](mod@finish): the steps of the end of a request (create, touch, save with replay).
 //! - [`flash`]: flash messages, taken by exactly one request.
 //! - `revoke`: ending a user's sessions (also the theft detector's response).
+//! - `turn`: the write turns writers to one session queue on, and write combining.
 
 mod finish;
 pub(crate) mod flash;
 mod oplog;
 mod revoke;
+mod turn;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -34,6 +36,7 @@ use crate::store::Store;
 pub(crate) use finish::{Outcome, REFUSED};
 pub(crate) use oplog::{Base, Current, Op, State, UpdateFn};
 pub(crate) use revoke::same_session;
+use turn::WriteTurn;
 
 /// What every request of one manager shares: the store, the settings, and the write turns.
 pub(crate) struct Core {
@@ -43,52 +46,6 @@ pub(crate) struct Core {
     write_turns: Box<[WriteTurn]>,
     /// The per-request metrics, registered once.
     pub(crate) metrics: metrics::Handles,
-}
-
-/// One stripe of write turns: the lock writers queue on, and what the last of them wrote when
-/// others were queued behind it.
-///
-/// A queued writer loaded its record before it waited, so the writes ahead of it made that
-/// record stale: its compare-and-set would fail, and it would reload what this process just
-/// wrote. Handing the written record down the queue saves both round trips, so a hot session's
-/// writes cost one store call each. The store's compare-and-set still decides: a record
-/// overtaken by another process fails as before and is reloaded.
-pub(crate) struct WriteTurn {
-    /// Writers waiting for `last` (the lock), so the holder knows whether to keep a copy.
-    waiting: std::sync::atomic::AtomicUsize,
-    last: tokio::sync::Mutex<Option<(Key, Record)>>,
-}
-
-impl WriteTurn {
-    fn new() -> Self {
-        Self {
-            waiting: std::sync::atomic::AtomicUsize::new(0),
-            last: tokio::sync::Mutex::new(None),
-        }
-    }
-
-    /// Waits for the turn.
-    pub(crate) async fn take(&self) -> tokio::sync::MutexGuard<'_, Option<(Key, Record)>> {
-        use std::sync::atomic::Ordering::Relaxed;
-        if let Ok(guard) = self.last.try_lock() {
-            return guard;
-        }
-        // Counted out on drop, so a request cancelled while it waits is not counted forever.
-        struct Queued<'a>(&'a std::sync::atomic::AtomicUsize);
-        impl Drop for Queued<'_> {
-            fn drop(&mut self) {
-                self.0.fetch_sub(1, Relaxed);
-            }
-        }
-        self.waiting.fetch_add(1, Relaxed);
-        let _queued = Queued(&self.waiting);
-        self.last.lock().await
-    }
-
-    /// Whether writers are queued for this turn (a hint: one may arrive just after).
-    pub(crate) fn contended(&self) -> bool {
-        self.waiting.load(std::sync::atomic::Ordering::Relaxed) > 0
-    }
 }
 
 /// Number of write-turn stripes; sessions share a stripe by key, so this bounds memory, not
