@@ -212,6 +212,9 @@ fn tower_binary() -> PathBuf {
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args(["build", "--release", "--quiet", "--manifest-path"])
         .arg(dir.join("Cargo.toml"))
+        // Its own target dir whatever CARGO_TARGET_DIR says, since the binary is run from there.
+        .arg("--target-dir")
+        .arg(dir.join("target"))
         .status()
         .expect("run cargo");
     assert!(status.success(), "building the tower-sessions bench failed");

@@ -181,6 +181,9 @@ fn tower_side_builds_and_runs() {
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args(["build", "--quiet", "--manifest-path"])
         .arg(dir.join("Cargo.toml"))
+        // Its own target dir whatever CARGO_TARGET_DIR says, since the binary is run from there.
+        .arg("--target-dir")
+        .arg(dir.join("target"))
         .status()
         .unwrap();
     assert!(

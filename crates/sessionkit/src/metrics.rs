@@ -151,7 +151,6 @@ mod imp {
 
     pub(crate) fn describe() {}
     pub(crate) fn count(_name: &'static str, _n: u64) {}
-    pub(crate) fn store_call(_store: &'static str, _op: &'static str, _took: Duration, _ok: bool) {}
     pub(crate) fn live(_n: u64) {}
 
     pub(crate) struct Handles;
