@@ -1,9 +1,10 @@
 //! Session IDs and the keys stores file them under.
 //!
-//! A [`SessionId`] is the bearer token the browser holds: 256 bits from the OS CSPRNG, written as
-//! 43 characters of unpadded base64url. Stores never see it: they see a [`Key`], the SHA-256 of
-//! the ID, so that a leaked store dump contains no live token and a cookie can never name a path
-//! or a row directly.
+//! A [`SessionId`] is the bearer token the browser holds: 256 bits from a per-thread ChaCha12
+//! CSPRNG keyed and re-keyed from the OS CSPRNG (`fill_random`), written as 43 characters of
+//! unpadded base64url. Stores never see it: they see a [`Key`], the SHA-256 of the ID, so that a
+//! leaked store dump contains no live token and a cookie can never name a path or a row
+//! directly.
 
 use std::fmt;
 
