@@ -73,11 +73,9 @@ impl Job {
         let reply = match result {
             Ok(()) => Reply::Saved(saved.clone()),
             Err(Error::Conflict) => Reply::Retry(std::mem::take(&mut self.ops)),
-            Err(Error::Timeout { store, op, after }) => Reply::Failed(Error::Timeout {
-                store: *store,
-                op: *op,
-                after: *after,
-            }),
+            &Err(Error::Timeout { store, op, after }) => {
+                Reply::Failed(Error::Timeout { store, op, after })
+            }
             Err(e) => Reply::Failed(Error::backend(kind, "save", e.to_string())),
         };
         self.answer(reply);

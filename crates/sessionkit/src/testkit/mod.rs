@@ -216,6 +216,7 @@ macro_rules! __conformance_list {
             corruption::corrupt_records_read_as_absent,
             expiry::extreme_times_never_panic,
             manager::concurrent_updates_through_manager_are_exact,
+            manager::combined_writes_from_two_managers_are_exact,
             manager::writer_in_flight_during_destroy_never_resurrects,
             manager::a_retired_id_used_late_ends_its_users_sessions,
             manager::revocation_ends_a_session_that_keeps_rotating,
