@@ -781,6 +781,89 @@ async fn a_combined_save_outlives_the_request_that_started_it() {
     );
 }
 
+/// A writer whose request goes away while it waits for its turn (its client disconnected) is
+/// not saved by the holder that comes after: its operations leave the queue with it.
+#[tokio::test]
+async fn a_writer_dropped_while_queued_is_not_saved() {
+    let store = SlowSaves::new(0);
+    let m = Manager::new(store.clone(), Config::default()).unwrap();
+    let (token, mut sessions) = hot_session(&m, 3).await;
+    let finish = |s: sessionkit::Session| {
+        let m = m.clone();
+        tokio::spawn(async move { m.finish(&s).await.map(drop) })
+    };
+    let first = finish(sessions.remove(0));
+    for _ in 0..2000 {
+        if store.saves() >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let dropped = finish(sessions.remove(0));
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let last = finish(sessions.remove(0));
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    dropped.abort();
+    assert!(dropped.await.unwrap_err().is_cancelled());
+    store.gate.add_permits(8);
+    first.await.unwrap().unwrap();
+    last.await.unwrap().unwrap();
+    let s = m.start(&cookie_headers(&m, &token));
+    assert_eq!(
+        s.get::<u64>("n").await.unwrap(),
+        Some(2),
+        "the dropped writer's update is gone"
+    );
+}
+
+/// A queued writer whose `update` closure panics on the record the holder is saving panics in
+/// its own request, as it would saving alone; the holder and the rest of the queue are saved.
+#[tokio::test]
+async fn a_queued_writer_that_panics_on_the_combined_record_panics_alone() {
+    let store = SlowSaves::new(0);
+    let m = Manager::new(store.clone(), Config::default()).unwrap();
+    let (token, mut sessions) = hot_session(&m, 2).await;
+    let (first, last) = (sessions.remove(0), sessions.remove(0));
+    let holder = m.start(&cookie_headers(&m, &token));
+    holder.insert("n", 10u64).await.unwrap();
+    let picky = m.start(&cookie_headers(&m, &token));
+    picky
+        .update("n", |n: Option<u64>| {
+            let n = n.unwrap_or(0);
+            assert!(n < 10, "this writer refuses n >= 10");
+            n + 1
+        })
+        .await
+        .unwrap();
+    let finish = |s: sessionkit::Session| {
+        let m = m.clone();
+        tokio::spawn(async move { m.finish(&s).await.map(drop) })
+    };
+    // `first` saves alone; `holder` gets the turn next and saves for `picky` and `last`.
+    let first = finish(first);
+    for _ in 0..2000 {
+        if store.saves() >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let holder = finish(holder);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let picky = finish(picky);
+    let last = finish(last);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    store.gate.add_permits(8);
+    first.await.unwrap().unwrap();
+    holder.await.unwrap().expect("the holder is saved");
+    last.await.unwrap().expect("the rest of the queue is saved");
+    assert!(
+        picky.await.unwrap_err().is_panic(),
+        "the picky writer panics itself"
+    );
+    let s = m.start(&cookie_headers(&m, &token));
+    assert_eq!(s.get::<u64>("n").await.unwrap(), Some(11));
+}
+
 /// A queued writer whose operation no longer applies on the record the holder is saving
 /// (another writer changed the value's type) is handed back, saves alone, and meets the
 /// error itself; the others are saved.

@@ -9,12 +9,13 @@
 use std::time::Duration;
 
 use super::turn::{Job, Reply, Turned};
-use super::{millis, Core, Current, State, ALIAS_LINGER, CHASE_LINGER, TOMBSTONE_ROTATIONS};
+use super::{millis, timed, Core, Current, State, ALIAS_LINGER, CHASE_LINGER, TOMBSTONE_ROTATIONS};
 use crate::config::RetiredIdPolicy;
 use crate::error::{Error, Result};
 use crate::id::{Key, SessionId};
 use crate::metrics;
 use crate::record::{now_millis, Millis, Record};
+use tracing::Instrument;
 
 /// Why a device-bound session's request without a valid bound cookie is refused.
 pub(crate) const REFUSED: &str =
@@ -334,18 +335,21 @@ impl Core {
         let mut taken = Vec::with_capacity(jobs.len());
         for mut job in jobs {
             let mut trial = record.clone();
-            match job.ops.iter().try_for_each(|op| op.apply(&mut trial)) {
-                Ok(()) => {
-                    *record = trial;
-                    taken.push(job);
-                }
-                Err(_) => {
-                    let ops = std::mem::take(&mut job.ops);
-                    job.answer(Reply::Retry(ops));
-                }
+            // A waiter's `update` closure runs here, in this request: a panic in it is caught
+            // and the job handed back, so it panics in its own request, as it would saving
+            // alone, and the rest of the queue is still saved.
+            let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                job.ops.iter().try_for_each(|op| op.apply(&mut trial))
+            }));
+            if let Ok(Ok(())) = applied {
+                *record = trial;
+                taken.push(job);
+            } else {
+                let ops = std::mem::take(&mut job.ops);
+                job.answer(Reply::Retry(ops));
             }
         }
-        // A waiter's sign-in may have moved the absolute deadline.
+        // The deadline rule of a solo save, whatever the waiters' operations changed.
         record.expires_at = now
             .saturating_add(millis(self.config.idle_timeout))
             .min(record.absolute_expires_at);
@@ -355,20 +359,20 @@ impl Core {
         let saved = record.clone();
         let started = metrics::ENABLED.then(std::time::Instant::now);
         let save = async move {
-            let result = match tokio::time::timeout(after, store.save(&key, &saved, version)).await
-            {
-                Ok(r) => r,
-                Err(_) => Err(Error::Timeout {
-                    store: kind,
-                    op: "save",
-                    after,
-                }),
-            };
+            let result = timed(
+                kind,
+                "save",
+                after,
+                started,
+                store.save(&key, &saved, version),
+            )
+            .await;
             for job in taken {
                 job.answer_save(&result, &saved, kind);
             }
             result
-        };
+        }
+        .in_current_span();
         let result = match tokio::runtime::Handle::try_current() {
             Ok(rt) => rt.spawn(save).await.unwrap_or_else(|e| {
                 Err(Error::backend(

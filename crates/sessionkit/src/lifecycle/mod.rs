@@ -98,28 +98,16 @@ impl Core {
         op: &'static str,
         fut: impl Future<Output = Result<T>>,
     ) -> Result<T> {
-        let after = self.config.store_timeout;
-        let store = self.store.kind();
-        let span = tracing::debug_span!("store_call", store, op);
         // Without the `metrics` feature nobody reads the latency, so the clock is not read.
         let started = metrics::ENABLED.then(std::time::Instant::now);
-        let mut fut = std::pin::pin!(fut.instrument(span));
-        // Poll once before arming the timer: the memory store (and any answer that needs no
-        // I/O) is ready at once, and then the timer's clock read and runtime-handle lookup are
-        // pure overhead on every request. A store that is not ready gets the timeout as before;
-        // a first poll cannot be interrupted by a timer anyway, so no deadline is lost.
-        let first = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await;
-        let result = match first {
-            Poll::Ready(r) => r,
-            Poll::Pending => {
-                // Count the first poll against the budget when its start time is known.
-                let left = started.map_or(after, |s| after.saturating_sub(s.elapsed()));
-                match tokio::time::timeout(left, fut).await {
-                    Ok(r) => r,
-                    Err(_) => Err(Error::Timeout { store, op, after }),
-                }
-            }
-        };
+        let result = timed(
+            self.store.kind(),
+            op,
+            self.config.store_timeout,
+            started,
+            fut,
+        )
+        .await;
         // Conflict and Exists are answers, not failures.
         let ok = matches!(result, Ok(_) | Err(Error::Conflict) | Err(Error::Exists));
         if let Some(started) = started {
@@ -334,4 +322,34 @@ impl Core {
 
 pub(crate) fn millis(d: Duration) -> Millis {
     d.as_millis().min(i64::MAX as u128) as Millis
+}
+
+/// Runs the store call `fut` (operation `op` on a store of kind `store`) in its tracing span,
+/// failing it with [`Error::Timeout`] after `after` (counted from `started` when the caller
+/// read the clock anyway).
+pub(crate) async fn timed<T>(
+    store: &'static str,
+    op: &'static str,
+    after: Duration,
+    started: Option<std::time::Instant>,
+    fut: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    let span = tracing::debug_span!("store_call", store, op);
+    let mut fut = std::pin::pin!(fut.instrument(span));
+    // Poll once before arming the timer: the memory store (and any answer that needs no I/O)
+    // is ready at once, and then the timer's clock read and runtime-handle lookup are pure
+    // overhead on every request. A store that is not ready gets the timeout as before; a first
+    // poll cannot be interrupted by a timer anyway, so no deadline is lost.
+    let first = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await;
+    match first {
+        Poll::Ready(r) => r,
+        Poll::Pending => {
+            // Count the first poll against the budget when its start time is known.
+            let left = started.map_or(after, |s| after.saturating_sub(s.elapsed()));
+            match tokio::time::timeout(left, fut).await {
+                Ok(r) => r,
+                Err(_) => Err(Error::Timeout { store, op, after }),
+            }
+        }
+    }
 }

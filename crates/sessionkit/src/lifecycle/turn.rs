@@ -9,7 +9,8 @@
 //! operations after its own, saves once for all of them, and answers each waiter with the
 //! saved record. On a hot session (a page firing parallel requests) the writes then cost one
 //! store round trip per batch instead of one each, and every update is still applied exactly
-//! once, in queue order, under the store's compare-and-set.
+//! once under the store's compare-and-set. (A batch that loses to another process goes back to
+//! its writers, which then save one by one, each replaying on what won.)
 //!
 //! A combined save runs in a task of its own, so a holder whose client goes away mid-save
 //! (its future is dropped) cannot take the waiters' operations with it: the task finishes
@@ -75,6 +76,10 @@ impl Job {
             Err(Error::Conflict) => Reply::Retry(std::mem::take(&mut self.ops)),
             &Err(Error::Timeout { store, op, after }) => {
                 Reply::Failed(Error::Timeout { store, op, after })
+            }
+            // Each waiter gets its own copy of the error; the source becomes its message.
+            Err(Error::Backend { store, op, source }) => {
+                Reply::Failed(Error::backend(store, op, source.to_string()))
             }
             Err(e) => Reply::Failed(Error::backend(kind, "save", e.to_string())),
         };
