@@ -597,6 +597,26 @@ impl SlowSaves {
     fn saves(&self) -> usize {
         self.saves.load(std::sync::atomic::Ordering::Relaxed)
     }
+
+    /// Waits (bounded) until `n` saves have started.
+    async fn wait_for_saves(&self, n: usize) {
+        for _ in 0..2000 {
+            if self.saves() >= n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        panic!("saves never reached {n}");
+    }
+}
+
+/// Finishes `s` in a task of its own, as a request would.
+fn finish_in_task(
+    m: &Manager,
+    s: sessionkit::Session,
+) -> tokio::task::JoinHandle<sessionkit::Result<()>> {
+    let m = m.clone();
+    tokio::spawn(async move { m.finish(&s).await.map(drop) })
 }
 
 #[async_trait::async_trait]
@@ -734,26 +754,11 @@ async fn a_combined_save_outlives_the_request_that_started_it() {
     let store = SlowSaves::new(0);
     let m = Manager::new(store.clone(), Config::default()).unwrap();
     let (token, mut sessions) = hot_session(&m, 4).await;
-    let wait_for_saves = |n: usize| {
-        let store = store.clone();
-        async move {
-            for _ in 0..2000 {
-                if store.saves() >= n {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-            panic!("saves never reached {n}");
-        }
-    };
-    let finish = |s: sessionkit::Session| {
-        let m = m.clone();
-        tokio::spawn(async move { m.finish(&s).await.map(drop) })
-    };
+    let finish = |s| finish_in_task(&m, s);
     // The first writer's save is in flight; the second queues first, so the turn passes to
     // it, and the last two queue behind it. (The pauses only order the queue.)
     let first = finish(sessions.remove(0));
-    wait_for_saves(1).await;
+    store.wait_for_saves(1).await;
     let holder = finish(sessions.remove(0));
     tokio::time::sleep(Duration::from_millis(20)).await;
     let queued: Vec<_> = sessions.into_iter().map(finish).collect();
@@ -761,7 +766,7 @@ async fn a_combined_save_outlives_the_request_that_started_it() {
     store.gate.add_permits(1);
     first.await.unwrap().unwrap();
     // The holder's combined save is in flight (counted, waiting for a permit): drop it.
-    wait_for_saves(2).await;
+    store.wait_for_saves(2).await;
     holder.abort();
     assert!(holder.await.unwrap_err().is_cancelled());
     store.gate.add_permits(8);
@@ -788,17 +793,9 @@ async fn a_writer_dropped_while_queued_is_not_saved() {
     let store = SlowSaves::new(0);
     let m = Manager::new(store.clone(), Config::default()).unwrap();
     let (token, mut sessions) = hot_session(&m, 3).await;
-    let finish = |s: sessionkit::Session| {
-        let m = m.clone();
-        tokio::spawn(async move { m.finish(&s).await.map(drop) })
-    };
+    let finish = |s| finish_in_task(&m, s);
     let first = finish(sessions.remove(0));
-    for _ in 0..2000 {
-        if store.saves() >= 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    store.wait_for_saves(1).await;
     let dropped = finish(sessions.remove(0));
     tokio::time::sleep(Duration::from_millis(20)).await;
     let last = finish(sessions.remove(0));
@@ -835,18 +832,10 @@ async fn a_queued_writer_that_panics_on_the_combined_record_panics_alone() {
         })
         .await
         .unwrap();
-    let finish = |s: sessionkit::Session| {
-        let m = m.clone();
-        tokio::spawn(async move { m.finish(&s).await.map(drop) })
-    };
+    let finish = |s| finish_in_task(&m, s);
     // `first` saves alone; `holder` gets the turn next and saves for `picky` and `last`.
     let first = finish(first);
-    for _ in 0..2000 {
-        if store.saves() >= 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    store.wait_for_saves(1).await;
     let holder = finish(holder);
     tokio::time::sleep(Duration::from_millis(20)).await;
     let picky = finish(picky);
