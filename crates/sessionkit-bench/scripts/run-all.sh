@@ -13,12 +13,19 @@ mkdir -p "$out"
   rustc --version
   echo "load before: $(uptime)"
 } > "$out/machine.txt"
-cargo bench -p sessionkit-bench --bench heap 2>&1 | tee "$out/heap.txt"
-cargo bench -p sessionkit-bench --bench store 2>&1 | tee "$out/store.txt"
+# Runs one bench, its output shown and kept in $out/<name>.txt; stops the script if it fails
+# (plain sh has no pipefail, and `cargo bench | tee` would hide a failed bench).
+bench() {
+  { cargo bench -p sessionkit-bench --bench "$1" 2>&1; echo $? > "$out/.status"; } | tee "$out/$1.txt"
+  status=$(cat "$out/.status"); rm -f "$out/.status"
+  if [ "$status" != 0 ]; then echo "run-all: the $1 bench failed (exit $status)" >&2; exit 1; fi
+}
+bench heap
+bench store
 # The http bench also runs the real demo (`sessionkit serve --store memory://`).
 cargo build --release -p sessionkit-cli
-cargo bench -p sessionkit-bench --bench http 2>&1 | tee "$out/http.txt"
-cargo bench -p sessionkit-bench --bench backends 2>&1 | tee "$out/backends.txt"
+bench http
+bench backends
 python3 scripts/plot.py
 echo "load after: $(uptime)" >> "$out/machine.txt"
 date -u >> "$out/machine.txt"
