@@ -130,10 +130,16 @@ macro_rules! allocs_per {
     }};
 }
 
+/// `app` as `axum::serve` runs it: `with_state` turns each handler into its route once, where
+/// a router called directly (as here) would rebuild the route on every request.
+fn as_served(app: Router) -> Router {
+    app.with_state(())
+}
+
 /// Allocations per request of `app` at `/count`, with the cookie from a first request when
 /// `cookie` is set. Request building is outside the count; reading the body is inside.
 async fn allocs_per_request(app: Router, cookie: bool, reps: u64) -> f64 {
-    let mut app = app;
+    let mut app = as_served(app);
     let first = app
         .call(Request::get("/count").body(Body::empty()).unwrap())
         .await
@@ -251,7 +257,7 @@ fn child(args: &[String]) -> bool {
                 .expect("scenario");
             let reps: u64 = args[2].parse().unwrap();
             rt.block_on(async {
-                let mut app = app();
+                let mut app = as_served(app());
                 let first = app
                     .call(Request::get("/count").body(Body::empty()).unwrap())
                     .await

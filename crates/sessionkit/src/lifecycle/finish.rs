@@ -102,7 +102,7 @@ impl Core {
             let id = SessionId::generate()?;
             let key = id.key();
             record.handle = handle_for(&key);
-            match self.call("create", self.store.create(&key, &record)).await {
+            match self.create_record(&key, &record).await {
                 Ok(()) => {
                     self.metrics.created();
                     return Ok(Outcome::Issue {
@@ -128,7 +128,7 @@ impl Core {
         let expires = now
             .saturating_add(millis(c.idle_timeout))
             .min(current.base.absolute_expires_at);
-        self.call("touch", self.store.touch(&current.key, now, expires))
+        self.touch_record(&current.key, now, expires)
             .await
             .map(drop)
     }
@@ -241,7 +241,7 @@ impl Core {
             } else {
                 let jobs = self.turn(&key).take_jobs(&key);
                 let saved = if jobs.is_empty() {
-                    self.call("save", store.save(&key, &record, version)).await
+                    self.save_record(&key, &record, version).await
                 } else {
                     self.save_combined(key, &mut record, version, jobs, now)
                         .await
@@ -273,7 +273,7 @@ impl Core {
                 Err(e) => return Err(e),
             }
             // Lost the race: reload and replay on what the winner wrote.
-            let Some(winner) = self.call("load", store.load(&key, now)).await? else {
+            let Some(winner) = self.load_record(&key, now).await? else {
                 // Destroyed (logout) or rotated away by a privilege change meanwhile: never bring
                 // it back, and send no cookie either: a removal here could arrive after the
                 // login response and wipe the browser's new session.
@@ -308,7 +308,7 @@ impl Core {
             turn = self.turn(&key).take().await;
             // Loaded once the turn is ours, so the writers it waited for are in the base, and
             // the retry follows at once.
-            let Some(base) = self.call("load", store.load(&key, now)).await? else {
+            let Some(base) = self.load_record(&key, now).await? else {
                 return Ok(Outcome::Nothing);
             };
             version = base.version;

@@ -113,7 +113,7 @@ impl Core {
             while attempts < self.config.max_retries {
                 attempts += 1;
                 lost_every_race = false;
-                let Some(fresh) = self.call("load", self.store.load(&key, st.now)).await? else {
+                let Some(fresh) = self.load_record(&key, st.now).await? else {
                     break;
                 };
                 if fresh.successor().is_some() {
@@ -128,10 +128,7 @@ impl Core {
                 let mut next = fresh.clone();
                 without(&mut next, &ids)?;
                 next.version = fresh.version + 1;
-                match self
-                    .call("save", self.store.save(&key, &next, fresh.version))
-                    .await
-                {
+                match self.save_record(&key, &next, fresh.version).await {
                     Ok(()) => {
                         taken = stored;
                         saved = Some(next);

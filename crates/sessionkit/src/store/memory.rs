@@ -248,6 +248,61 @@ impl MemoryStore {
         }
         true
     }
+
+    // The memory store never waits, so its load, create, save and touch are plain functions: the
+    // `Store` methods and their `_ready` fast paths (no boxed future per call) share them.
+
+    fn load_now(&self, key: &Key, now: Millis) -> Result<Option<Record>> {
+        let shard = self.shard(key).read().unwrap_or_else(|e| e.into_inner());
+        Ok(shard.live(key, now).cloned())
+    }
+
+    fn create_now(&self, key: &Key, record: &Record) -> Result<()> {
+        let mut shard = self.write(key);
+        if shard.live(key, record.last_access).is_some() {
+            return Err(Error::Exists);
+        }
+        if let Some(old) = shard.put(*key, record.clone()) {
+            self.index_user(old.user.as_deref(), key, false);
+        }
+        self.index_user(record.user.as_deref(), key, true);
+        Ok(())
+    }
+
+    fn save_now(&self, key: &Key, record: &Record, expected_version: u64) -> Result<()> {
+        let mut shard = self.write(key);
+        match shard.live(key, record.last_access) {
+            Some(cur) if cur.version == expected_version && cur.successor().is_none() => {}
+            _ => return Err(Error::Conflict),
+        }
+        // Copy into the stored record's own buffers: no allocation when the data did not grow.
+        if let Some(old_user) = shard.overwrite(key, record) {
+            self.index_user(old_user.as_deref(), key, false);
+            self.index_user(record.user.as_deref(), key, true);
+        }
+        Ok(())
+    }
+
+    fn touch_now(&self, key: &Key, last_access: Millis, expires_at: Millis) -> Result<bool> {
+        let mut shard = self.write(key);
+        let Shard { map, expiry, .. } = &mut *shard;
+        let Some(stored) = map
+            .get_mut(key)
+            .filter(|s| !s.record.is_expired(last_access))
+        else {
+            return Ok(false);
+        };
+        let rec = &mut stored.record;
+        rec.last_access = last_access;
+        rec.expires_at = expires_at.min(rec.absolute_expires_at);
+        // A later deadline keeps the index entry (a lower bound); only an earlier one re-files.
+        if rec.expires_at < stored.filed {
+            expiry.remove(&(stored.filed, *key));
+            stored.filed = rec.expires_at;
+            expiry.insert((stored.filed, *key));
+        }
+        Ok(true)
+    }
 }
 
 /// The body of [`MemoryStore::rotate`], on locked shards (`new_shard` is `None` when both keys
@@ -361,55 +416,40 @@ impl Store for MemoryStore {
     }
 
     async fn load(&self, key: &Key, now: Millis) -> Result<Option<Record>> {
-        let shard = self.shard(key).read().unwrap_or_else(|e| e.into_inner());
-        Ok(shard.live(key, now).cloned())
+        self.load_now(key, now)
     }
 
     async fn create(&self, key: &Key, record: &Record) -> Result<()> {
-        let mut shard = self.write(key);
-        if shard.live(key, record.last_access).is_some() {
-            return Err(Error::Exists);
-        }
-        if let Some(old) = shard.put(*key, record.clone()) {
-            self.index_user(old.user.as_deref(), key, false);
-        }
-        self.index_user(record.user.as_deref(), key, true);
-        Ok(())
+        self.create_now(key, record)
     }
 
     async fn save(&self, key: &Key, record: &Record, expected_version: u64) -> Result<()> {
-        let mut shard = self.write(key);
-        match shard.live(key, record.last_access) {
-            Some(cur) if cur.version == expected_version && cur.successor().is_none() => {}
-            _ => return Err(Error::Conflict),
-        }
-        // Copy into the stored record's own buffers: no allocation when the data did not grow.
-        if let Some(old_user) = shard.overwrite(key, record) {
-            self.index_user(old_user.as_deref(), key, false);
-            self.index_user(record.user.as_deref(), key, true);
-        }
-        Ok(())
+        self.save_now(key, record, expected_version)
     }
 
     async fn touch(&self, key: &Key, last_access: Millis, expires_at: Millis) -> Result<bool> {
-        let mut shard = self.write(key);
-        let Shard { map, expiry, .. } = &mut *shard;
-        let Some(stored) = map
-            .get_mut(key)
-            .filter(|s| !s.record.is_expired(last_access))
-        else {
-            return Ok(false);
-        };
-        let rec = &mut stored.record;
-        rec.last_access = last_access;
-        rec.expires_at = expires_at.min(rec.absolute_expires_at);
-        // A later deadline keeps the index entry (a lower bound); only an earlier one re-files.
-        if rec.expires_at < stored.filed {
-            expiry.remove(&(stored.filed, *key));
-            stored.filed = rec.expires_at;
-            expiry.insert((stored.filed, *key));
-        }
-        Ok(true)
+        self.touch_now(key, last_access, expires_at)
+    }
+
+    fn load_ready(&self, key: &Key, now: Millis) -> Option<Result<Option<Record>>> {
+        Some(self.load_now(key, now))
+    }
+
+    fn create_ready(&self, key: &Key, record: &Record) -> Option<Result<()>> {
+        Some(self.create_now(key, record))
+    }
+
+    fn save_ready(&self, key: &Key, record: &Record, expected_version: u64) -> Option<Result<()>> {
+        Some(self.save_now(key, record, expected_version))
+    }
+
+    fn touch_ready(
+        &self,
+        key: &Key,
+        last_access: Millis,
+        expires_at: Millis,
+    ) -> Option<Result<bool>> {
+        Some(self.touch_now(key, last_access, expires_at))
     }
 
     async fn rotate(

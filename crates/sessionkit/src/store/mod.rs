@@ -185,6 +185,45 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Checks that the backend answers.
     async fn ping(&self) -> Result<()>;
 
+    /// [`Store::load`] answered at once, for a store that never waits (memory): `None`, the
+    /// default, sends the caller through `load`. It spares the request path the boxed future
+    /// of an `async` trait call. A store that answers here must answer exactly as `load` would
+    /// (the conformance suite checks it).
+    ///
+    /// ```
+    /// # use sessionkit::{MemoryStore, Store};
+    /// let store = MemoryStore::new();
+    /// let key = sessionkit::SessionId::generate().unwrap().key();
+    /// assert!(matches!(store.load_ready(&key, 0), Some(Ok(None))));
+    /// ```
+    fn load_ready(&self, key: &Key, now: Millis) -> Option<Result<Option<Record>>> {
+        let _ = (key, now);
+        None
+    }
+
+    /// [`Store::create`] answered at once, as for [`Store::load_ready`].
+    fn create_ready(&self, key: &Key, record: &Record) -> Option<Result<()>> {
+        let _ = (key, record);
+        None
+    }
+
+    /// [`Store::save`] answered at once, as for [`Store::load_ready`].
+    fn save_ready(&self, key: &Key, record: &Record, expected_version: u64) -> Option<Result<()>> {
+        let _ = (key, record, expected_version);
+        None
+    }
+
+    /// [`Store::touch`] answered at once, as for [`Store::load_ready`].
+    fn touch_ready(
+        &self,
+        key: &Key,
+        last_access: Millis,
+        expires_at: Millis,
+    ) -> Option<Result<bool>> {
+        let _ = (key, last_access, expires_at);
+        None
+    }
+
     /// How many records have expired at `now` but are still stored (awaiting GC), if the
     /// backend can tell cheaply; `None` (the default) when it cannot. Used by admin tools only.
     async fn expired_awaiting_gc(&self, now: Millis) -> Result<Option<u64>> {

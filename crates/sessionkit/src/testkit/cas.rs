@@ -128,3 +128,67 @@ pub async fn save_on_expired_record_conflicts(fx: Fixture) {
     assert_eq!(len(&store, now).await, 0);
     assert!(keys_of(&store, &user, now).await.is_empty());
 }
+
+/// A store's synchronous fast paths (`load_ready`, `create_ready`, `save_ready`,
+/// `touch_ready`), where it has them, answer exactly as `load`, `create`, `save` and `touch`:
+/// the same record, insert-if-absent, compare-and-set on the version, nothing for an unknown
+/// key or after the deadline. A store without them passes trivially.
+pub async fn ready_paths_answer_as_the_async_calls(fx: Fixture) {
+    let store = fx.store.clone();
+    let now = now_millis();
+    let k = key();
+    let r1 = rich(now);
+    match store.create_ready(&k, &r1) {
+        Some(created) => created.expect("create_ready"),
+        None => store.create(&k, &r1).await.expect("create"),
+    }
+    if let Some(again) = store.create_ready(&k, &live(now)) {
+        assert!(
+            matches!(again, Err(Error::Exists)),
+            "create_ready on a live key: {again:?}"
+        );
+        assert_eq!(load(&store, &k, now).await.as_ref(), Some(&r1));
+    }
+    if let Some(got) = store.load_ready(&k, now) {
+        assert_eq!(got.expect("load_ready").as_ref(), Some(&r1), "load_ready");
+    }
+    if let Some(got) = store.load_ready(&key(), now) {
+        assert_eq!(
+            got.expect("load_ready"),
+            None,
+            "load_ready of an unknown key"
+        );
+    }
+    let r2 = set(next(&r1, now), "n", "ready");
+    if let Some(stale) = store.save_ready(&k, &r2, r1.version + 5) {
+        expect_conflict(stale, "save_ready at a wrong version");
+        assert_eq!(load(&store, &k, now).await.as_ref(), Some(&r1));
+    }
+    match store.save_ready(&k, &r2, r1.version) {
+        Some(saved) => saved.expect("save_ready at the stored version"),
+        None => store.save(&k, &r2, r1.version).await.expect("save"),
+    }
+    assert_eq!(load(&store, &k, now).await.as_ref(), Some(&r2));
+    let later = now + 5_000;
+    if let Some(touched) = store.touch_ready(&k, later, later + 60_000) {
+        assert!(
+            touched.expect("touch_ready"),
+            "touch_ready of a live record"
+        );
+        let t = load(&store, &k, later).await.expect("still there");
+        assert_eq!((t.last_access, t.version), (later, r2.version));
+    }
+    if let Some(touched) = store.touch_ready(&key(), later, later + 60_000) {
+        assert!(
+            !touched.expect("touch_ready"),
+            "touch_ready of an unknown key"
+        );
+    }
+    if let Some(got) = store.load_ready(&k, r2.expires_at + 1) {
+        assert_eq!(
+            got.expect("load_ready"),
+            None,
+            "load_ready after the deadline"
+        );
+    }
+}

@@ -199,6 +199,7 @@ macro_rules! __conformance_list {
             cas::save_is_compare_and_set,
             cas::save_after_destroy_never_resurrects,
             cas::save_on_expired_record_conflicts,
+            cas::ready_paths_answer_as_the_async_calls,
             expiry::touch_moves_deadline_keeps_data_and_version,
             expiry::deadlines_follow_save_and_touch,
             rotation::rotate_without_grace_kills_old_key,
