@@ -44,7 +44,11 @@ fn main() -> std::process::ExitCode {
         .init();
     // clap exits with 2 on usage errors by itself.
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match &cli.command {
+        Command::Serve(args) => serve::runtime(args.worker_threads()),
+        _ => tokio::runtime::Runtime::new(),
+    };
+    let runtime = match runtime {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -73,6 +73,36 @@ pub struct ServeArgs {
     /// The web framework to serve the demo on (the same pages and HTTP contract on both).
     #[arg(long, value_enum, default_value = "axum")]
     pub framework: demo::Framework,
+    /// Async worker threads (default: one per CPU this process may run on). With one, the
+    /// server runs on a single-threaded runtime, which spares each request the cross-thread
+    /// scheduling a multi-threaded one pays for on a single core.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub workers: Option<u16>,
+}
+
+impl ServeArgs {
+    /// How many async worker threads to run: `--workers`, else the CPUs this process may use
+    /// (its affinity mask and cgroup quota, as the standard library counts them).
+    pub fn worker_threads(&self) -> usize {
+        match self.workers {
+            Some(n) => usize::from(n),
+            None => std::thread::available_parallelism().map_or(1, usize::from),
+        }
+    }
+}
+
+/// The runtime for `serve` with `workers` threads: a current-thread runtime for one.
+pub fn runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    if workers <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()
+    }
 }
 
 /// `--on-retired-id`: the CLI's names for [`sessionkit::RetiredIdPolicy`].

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sessionkit::{now_millis, Error, Key, Record, SessionId, Store};
-use support::{get, DemoResponse, Server};
+use support::{get, DemoResponse, Framework, Server};
 
 /// Runs `sessionkit ARGS` to completion (bounded by the command's own timeouts).
 fn sk(args: &[&str]) -> Output {
@@ -459,6 +459,39 @@ fn metric(text: &str, name: &str) -> f64 {
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
         .unwrap_or(0.0)
+}
+
+/// `serve --workers 1` runs on a single-threaded runtime (the default on a one-CPU machine or
+/// container, as under the benches' `taskset`): the same contract there, on both frameworks,
+/// with concurrent writers to one session all counted and the CSRF check still enforced.
+#[tokio::test]
+async fn serve_on_one_worker_keeps_the_contract() {
+    for fw in [Framework::Axum, Framework::Actix] {
+        let server = Server::start_on(fw, &["--store", "memory://", "--workers", "1"]);
+        let addr = server.addr;
+        let (cookie, csrf) = support::new_session(addr).await;
+        let hits: Vec<_> = (0..16)
+            .map(|_| {
+                let cookie = cookie.clone();
+                tokio::spawn(async move { get(addr, "/count", Some(&cookie)).await })
+            })
+            .collect();
+        for hit in hits {
+            let r = hit.await.unwrap();
+            assert_eq!(r.status, 200, "{fw:?}");
+            assert!(r.header("x-csrf-token").is_some(), "{fw:?}");
+        }
+        let r = get(addr, "/count", Some(&cookie)).await;
+        assert_eq!(
+            r.body.trim(),
+            "18",
+            "{fw:?}: every concurrent write counted"
+        );
+        let refused = support::post(addr, "/login", Some(&cookie), "username=kim").await;
+        assert_eq!(refused.status, 403, "{fw:?}: a POST without the token");
+        let signed_in = support::login(addr, &cookie, &csrf, "kim").await;
+        assert_eq!(get(addr, "/whoami", Some(&signed_in)).await.body, "kim");
+    }
 }
 
 /// `--metrics-addr` moves /metrics to a listener of its own: the app's port answers 404.

@@ -143,8 +143,8 @@ async fn csrf(
     } else {
         next.call(req).await?.map_into_boxed_body()
     };
-    for (name, value) in pages::session_headers(&session, res.status().as_u16()).await {
-        if let Ok(value) = HeaderValue::from_str(&value) {
+    if let Some((name, value)) = pages::session_header(&session, res.status().as_u16()).await {
+        if let Ok(value) = HeaderValue::try_from(value) {
             res.headers_mut()
                 .insert(HeaderName::from_static(name), value);
         }

@@ -1,16 +1,22 @@
 //! The demo on axum: the router, the CSRF middleware and one thin handler per page of
 //! [`pages`](super::pages).
 
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use axum::body::{to_bytes, Body, Bytes};
-use axum::extract::{ConnectInfo, RawQuery, Request, State};
+use axum::extract::{ConnectInfo, FromRef, RawQuery, Request, State};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
-use axum::middleware::{self, Next};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Extension, Router};
+use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use sessionkit::{Manager, Session, SessionLayer};
+use tower_layer::{Layer, Stack};
+use tower_service::Service;
 
 use super::pages::{self, PageResult, Reply};
 use super::DemoOptions;
@@ -41,14 +47,33 @@ pub fn app_with(manager: Manager, options: DemoOptions) -> Router {
         .route("/devices", get(devices))
         .route("/sessions/revoke", post(revoke_one))
         .route("/sessions/revoke-others", post(revoke_others))
-        .layer(middleware::from_fn(csrf))
-        .layer(SessionLayer::new(manager.clone()))
-        .layer(Extension(options))
+        // One layer of both (the CSRF guard inside the session layer): axum boxes each
+        // `Router::layer` around every route again, a cost paid per request.
+        .layer(Stack::new(CsrfLayer, SessionLayer::new(manager.clone())))
         // Added after the layers, so outside them: probes, scanners and typos never load or
         // create a session.
         .route("/healthz", get(healthz))
         .fallback(not_found)
-        .with_state(manager)
+        .with_state(DemoState { manager, options })
+}
+
+/// What the demo's handlers share: the manager and the demo's own settings.
+#[derive(Clone)]
+struct DemoState {
+    manager: Manager,
+    options: DemoOptions,
+}
+
+impl FromRef<DemoState> for DemoOptions {
+    fn from_ref(state: &DemoState) -> Self {
+        state.options
+    }
+}
+
+impl FromRef<DemoState> for Manager {
+    fn from_ref(state: &DemoState) -> Self {
+        state.manager.clone()
+    }
 }
 
 /// `GET /metrics` alone (outside the session layer): merged into the app, or served on a
@@ -67,7 +92,11 @@ pub fn metrics(handle: PrometheusHandle) -> Router {
 fn respond(reply: Reply) -> Response {
     let mut response = (
         StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-        [(header::CONTENT_TYPE, reply.content_type)],
+        // From a static: a `&str` header value would be copied into a new buffer.
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(reply.content_type),
+        )],
         reply.body,
     )
         .into_response();
@@ -88,23 +117,80 @@ async fn not_found() -> Response {
     respond(pages::not_found())
 }
 
-/// Checks the CSRF token of every POST and adds the session's page headers to every response,
-/// refusals (403, 413) included.
-async fn csrf(session: Session, req: Request, next: Next) -> Response {
-    let mut resp = if req.method() == Method::POST {
-        match check_csrf(&session, req).await {
-            Ok(req) => next.run(req).await,
-            Err(resp) => resp,
+/// The demo's guard inside the session layer: checks the CSRF token of every POST and adds
+/// the session's page headers to every response, refusals (403, 413) included. Written as a
+/// service rather than with `middleware::from_fn`, which boxes the inner service and its
+/// future again on every request.
+#[derive(Clone, Copy, Debug)]
+struct CsrfLayer;
+
+impl<S> Layer<S> for CsrfLayer {
+    type Service = Csrf<S>;
+
+    fn layer(&self, inner: S) -> Csrf<S> {
+        Csrf { inner }
+    }
+}
+
+/// The service made by [`CsrfLayer`].
+#[derive(Clone, Debug)]
+struct Csrf<S> {
+    inner: S,
+}
+
+impl<S> Service<Request> for Csrf<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        // Always there: the session layer, outside this one, put it in.
+        let session = req.extensions().get::<Session>().cloned();
+        if req.method() != Method::POST {
+            // Nothing to check first: the page is called now, on the service polled ready.
+            let page = self.inner.call(req);
+            return Box::pin(async move {
+                let mut resp = page.await?;
+                if let Some(session) = session {
+                    add_session_headers(&session, &mut resp).await;
+                }
+                Ok(resp)
+            });
         }
-    } else {
-        next.run(req).await
-    };
-    for (name, value) in pages::session_headers(&session, resp.status().as_u16()).await {
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            resp.headers_mut().insert(name, value);
+        // The body is read before the page runs: the clone polled ready serves it, the fresh
+        // one waits for the next request.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(async move {
+            let Some(session) = session else {
+                return inner.call(req).await;
+            };
+            let mut resp = match check_csrf(&session, req).await {
+                Ok(req) => inner.call(req).await?,
+                Err(resp) => resp,
+            };
+            add_session_headers(&session, &mut resp).await;
+            Ok(resp)
+        })
+    }
+}
+
+/// [`pages::session_header`] on an axum response.
+async fn add_session_headers(session: &Session, resp: &mut Response) {
+    if let Some((name, value)) = pages::session_header(session, resp.status().as_u16()).await {
+        if let Ok(value) = HeaderValue::try_from(value) {
+            resp.headers_mut()
+                .insert(HeaderName::from_static(name), value);
         }
     }
-    resp
 }
 
 /// Reads the body (at most [`pages::MAX_FORM`]) and lets the request through if its token
@@ -143,16 +229,18 @@ async fn whoami(session: Session) -> Response {
     page(pages::whoami(&session).await)
 }
 
-async fn login(session: Session, parts: Parts, body: Bytes) -> Response {
+async fn login(
+    State(options): State<DemoOptions>,
+    session: Session,
+    parts: Parts,
+    body: Bytes,
+) -> Response {
     let headers = &parts.headers;
     let [username] = match form(headers, &body, ["username"]) {
         Ok(fields) => fields,
         Err(refused) => return respond(refused),
     };
-    let trust = parts
-        .extensions
-        .get::<DemoOptions>()
-        .is_some_and(|o| o.trust_forwarded_for);
+    let trust = options.trust_forwarded_for;
     let peer = parts
         .extensions
         .get::<ConnectInfo<std::net::SocketAddr>>()

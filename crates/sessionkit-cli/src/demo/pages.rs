@@ -99,23 +99,18 @@ pub async fn refuse_without_csrf(
         .then(|| Reply::text(403, "missing or wrong CSRF token")))
 }
 
-/// The headers every response of a session carries besides the library's, given its status:
+/// The header every response of a session carries besides the library's, given its status:
 /// `X-CSRF-Token` (refusals included, so a client refused for a missing token learns the right
 /// one).
-pub async fn session_headers(session: &Session, status: u16) -> Vec<(&'static str, String)> {
-    let mut headers = Vec::with_capacity(1);
+pub async fn session_header(session: &Session, status: u16) -> Option<(&'static str, String)> {
     // A wrong method on a real route (a probe's GET /login) is as good as a 404: it must not
     // mint a token, which would store a session.
-    let refused = matches!(status, 404 | 405);
-    // A store failure here is reported by the session layer (503); the header is just omitted.
-    if !refused {
-        if let Ok(token) = csrf_for_page(session).await {
-            if !token.is_empty() {
-                headers.push(("x-csrf-token", token));
-            }
-        }
+    if matches!(status, 404 | 405) {
+        return None;
     }
-    headers
+    // A store failure here is reported by the session layer (503); the header is just omitted.
+    let token = csrf_for_page(session).await.ok()?;
+    (!token.is_empty()).then_some(("x-csrf-token", token))
 }
 
 /// The CSRF token for a page's forms.

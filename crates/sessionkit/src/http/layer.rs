@@ -53,7 +53,7 @@ pub struct SessionService<S> {
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for SessionService<S>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Send + 'static,
     S::Future: Send + 'static,
     ReqBody: Send + 'static,
     ResBody: super::LayerBody + Send + 'static,
@@ -85,11 +85,12 @@ where
         let session = self.manager.start(req.headers());
         req.extensions_mut().insert(session.clone());
         let manager = self.manager.clone();
-        // The clone that was polled ready serves this request; the fresh one waits for the next.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        // Called now, on the service that was polled ready: the request needs nothing async
+        // before the app sees it, so no clone of the inner service is made (with axum, a clone
+        // is an allocation per route layer).
+        let app = self.inner.call(req);
         Box::pin(async move {
-            let mut response = inner.call(req).await?;
+            let mut response = app.await?;
             match manager.finish(&session).await {
                 Ok(headers) => super::apply(&headers, response.headers_mut()),
                 Err(e) => response = failed(&super::Failure::of(&manager, &e)),
