@@ -63,7 +63,7 @@ impl Core {
             // A concurrent request may have rotated the session since it was loaded: then the
             // loaded key holds an alias, and the session lives on under its successor. It is
             // ended there too, or a logout racing a rotation would leave the user signed in.
-            if self.end_chain(current.key).await? {
+            if Box::pin(self.end_chain(current.key)).await? {
                 metrics::destroyed(1);
             }
             return Ok(forget);
@@ -163,7 +163,7 @@ impl Core {
         // A plain save waiting for its turn leaves its operations for the holder, which saves
         // them with its own (see `turn`); a rotation waits for the turn as such.
         let mut turn = if rotate {
-            self.turn(&key).take().await
+            Box::pin(self.turn(&key).take()).await
         } else {
             match self
                 .turn(&key)
@@ -216,35 +216,15 @@ impl Core {
                 .min(record.absolute_expires_at);
             let outcome = if rotate {
                 record.id_issued = now;
-                let new_id = SessionId::generate()?;
-                let new_key = new_id.key();
-                // The old key keeps an alias: revocation follows it either way; only a
-                // periodic rotation's alias serves requests (its grace window), and only it
-                // carries the new ID, sealed under the old one.
-                let alias = match (grace, &id) {
-                    (Some(until), Some(old_id)) => {
-                        let mut alias = Record::alias(new_key, now, until);
-                        alias.extra_mut().sealed_successor = Some(old_id.seal_successor(&new_id));
-                        alias
-                    }
-                    _ => Record::alias(new_key, now, now.saturating_add(CHASE_LINGER)),
-                };
-                self.call(
-                    "rotate",
-                    store.rotate(&key, version, &new_key, &record, Some(&alias)),
-                )
-                .await
-                .map(|()| Outcome::Issue {
-                    id: new_id,
-                    absolute_expires_at: record.absolute_expires_at,
-                })
+                // Boxed, as every path off the solo write below: they are rare, and their
+                // state would otherwise make every request's future larger.
+                Box::pin(self.rotate_now(&key, version, &record, grace, id.as_ref(), now)).await
             } else {
                 let jobs = self.turn(&key).take_jobs(&key);
                 let saved = if jobs.is_empty() {
                     self.save_record(&key, &record, version).await
                 } else {
-                    self.save_combined(key, &mut record, version, jobs, now)
-                        .await
+                    Box::pin(self.save_combined(key, &mut record, version, jobs, now)).await
                 };
                 saved.map(|()| match (hand_over, &id) {
                     (true, Some(id)) => Outcome::Issue {
@@ -273,7 +253,7 @@ impl Core {
                 Err(e) => return Err(e),
             }
             // Lost the race: reload and replay on what the winner wrote.
-            let Some(winner) = self.load_record(&key, now).await? else {
+            let Some(winner) = Box::pin(self.load_record(&key, now)).await? else {
                 // Destroyed (logout) or rotated away by a privilege change meanwhile: never bring
                 // it back, and send no cookie either: a removal here could arrive after the
                 // login response and wipe the browser's new session.
@@ -282,7 +262,7 @@ impl Core {
             let Some(next) = winner.successor().copied() else {
                 version = winner.version;
                 fresh = Some(winner);
-                backoff(attempt).await;
+                Box::pin(backoff(attempt)).await;
                 continue;
             };
             let Some(sealed) = winner.sealed_successor() else {
@@ -305,10 +285,10 @@ impl Core {
             // it lost every round (a livelock that ended in `Contention`). Release first: two
             // keys can share a stripe, and holding two turns could deadlock.
             drop(turn);
-            turn = self.turn(&key).take().await;
+            turn = Box::pin(self.turn(&key).take()).await;
             // Loaded once the turn is ours, so the writers it waited for are in the base, and
             // the retry follows at once.
-            let Some(base) = self.load_record(&key, now).await? else {
+            let Some(base) = Box::pin(self.load_record(&key, now)).await? else {
                 return Ok(Outcome::Nothing);
             };
             version = base.version;
@@ -319,6 +299,41 @@ impl Core {
 }
 
 impl Core {
+    /// Writes `record` under a new ID in place of `key` (compare-and-set against `version`).
+    /// The old key keeps an alias: revocation follows it either way; only a periodic
+    /// rotation's alias (`grace`: until when) serves requests, and only it carries the new ID,
+    /// sealed under the old one (`old_id`).
+    async fn rotate_now(
+        &self,
+        key: &Key,
+        version: u64,
+        record: &Record,
+        grace: Option<Millis>,
+        old_id: Option<&SessionId>,
+        now: Millis,
+    ) -> Result<Outcome> {
+        let new_id = SessionId::generate()?;
+        let new_key = new_id.key();
+        let alias = match (grace, old_id) {
+            (Some(until), Some(old_id)) => {
+                let mut alias = Record::alias(new_key, now, until);
+                alias.extra_mut().sealed_successor = Some(old_id.seal_successor(&new_id));
+                alias
+            }
+            _ => Record::alias(new_key, now, now.saturating_add(CHASE_LINGER)),
+        };
+        let store = &self.store;
+        self.call(
+            "rotate",
+            store.rotate(key, version, &new_key, record, Some(&alias)),
+        )
+        .await
+        .map(|()| Outcome::Issue {
+            id: new_id,
+            absolute_expires_at: record.absolute_expires_at,
+        })
+    }
+
     /// Saves `record` (the holder's write) with the operations of the writers queued behind
     /// it (`jobs`, oldest first) replayed on top, in one compare-and-set against `version`,
     /// and answers each of them. A job whose operations fail on the combined record is handed

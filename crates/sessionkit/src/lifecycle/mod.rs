@@ -119,7 +119,10 @@ impl Core {
             Some(result) => result,
             None => {
                 let (store, after) = (self.store.kind(), self.config.store_timeout);
-                timed(store, op, after, started, slow()).await
+                // Boxed: the timer and the span live only in a call that waits, so the futures
+                // of every caller up to the request stay small for a store that answers at once
+                // (they are moved, and boxed by the frameworks, on every request).
+                Box::pin(timed(store, op, after, started, slow())).await
             }
         };
         // Conflict and Exists are answers, not failures.
@@ -258,10 +261,13 @@ impl Core {
                     .created
                     .saturating_add(millis(self.config.rotation_grace))
             {
-                self.retired_id_used(&key, next).await?;
+                // Boxed, as the chain below: rare paths whose state would otherwise be carried
+                // by every request's future.
+                Box::pin(self.retired_id_used(&key, next)).await?;
                 return Ok(());
             }
-            let Some((current_id, next, target)) = self.open_chain(id, next, sealed, now).await?
+            let Some((current_id, next, target)) =
+                Box::pin(self.open_chain(id, next, sealed, now)).await?
             else {
                 return Ok(());
             };

@@ -133,6 +133,13 @@ impl WriteTurn {
         if let Ok(guard) = self.last.try_lock() {
             return Turned::Held(guard);
         }
+        // Boxed: the wait is the rare case, and its state (two lock futures, a channel, the
+        // reply) would otherwise be carried by every request's future.
+        Box::pin(self.wait_or_combine(key, ops, kind)).await
+    }
+
+    /// [`WriteTurn::take_or_combine`] once the turn was found taken.
+    async fn wait_or_combine(&self, key: Key, ops: &mut Vec<Op>, kind: &'static str) -> Turned<'_> {
         let _queued = Queued::new(&self.waiting);
         let id = self.next_job.fetch_add(1, Relaxed);
         let (reply, mut answer) = oneshot::channel();
