@@ -34,9 +34,9 @@ for _ in $(seq 1 600); do
 done
 [ -n "$port" ] || { echo "profile-server: the server printed no port" >&2; cat "$out.stderr" >&2; exit 1; }
 "$load" --bench load "$port" "$cookies" 3 8 > /dev/null
-callgrind_control -z "$pid" > /dev/null
+callgrind_control -z "$pid" > /dev/null 2>&1
 total=$("$load" --bench load "$port" "$cookies" "$secs" 8 | awk '{print $4}')
-callgrind_control -d "$pid" > /dev/null
+callgrind_control -d "$pid" > /dev/null 2>&1
 sleep 1
 instr=$(grep -h '^summary:' "$out.$pid".* | awk '{s += $2} END {print s}')
 kill "$pid"
