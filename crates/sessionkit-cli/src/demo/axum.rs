@@ -170,8 +170,10 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
+            // Fails closed: a POST with no session to check its token against is refused
+            // (only a router built without the session layer could get here).
             let Some(session) = session else {
-                return inner.call(req).await;
+                return Ok(StatusCode::INTERNAL_SERVER_ERROR.into_response());
             };
             let mut resp = match check_csrf(&session, req).await {
                 Ok(req) => inner.call(req).await?,
@@ -288,4 +290,35 @@ async fn home(session: Session, RawQuery(query): RawQuery) -> Response {
 
 async fn devices(State(manager): State<Manager>, session: Session) -> Response {
     page(pages::devices(&manager, &session).await)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    use super::*;
+
+    /// The CSRF guard fails closed: a POST that reaches it with no session (a router built
+    /// without the session layer) is refused and the page never runs.
+    #[tokio::test]
+    async fn a_post_without_a_session_is_refused() {
+        let ran = Arc::new(AtomicBool::new(false));
+        let page_ran = ran.clone();
+        let mut app: Router = Router::new()
+            .route(
+                "/login",
+                post(move || async move {
+                    page_ran.store(true, Ordering::SeqCst);
+                    "signed in"
+                }),
+            )
+            .layer(CsrfLayer);
+        let req = Request::post("/login")
+            .body(Body::from("username=kim"))
+            .unwrap();
+        let resp = Service::call(&mut app, req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!ran.load(Ordering::SeqCst));
+    }
 }
