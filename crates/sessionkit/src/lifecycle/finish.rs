@@ -63,7 +63,7 @@ impl Core {
             // A concurrent request may have rotated the session since it was loaded: then the
             // loaded key holds an alias, and the session lives on under its successor. It is
             // ended there too, or a logout racing a rotation would leave the user signed in.
-            if Box::pin(self.end_chain(current.key)).await? {
+            if self.end_chain(current.key).await? {
                 metrics::destroyed(1);
             }
             return Ok(forget);
@@ -163,7 +163,7 @@ impl Core {
         // A plain save waiting for its turn leaves its operations for the holder, which saves
         // them with its own (see `turn`); a rotation waits for the turn as such.
         let mut turn = if rotate {
-            Box::pin(self.turn(&key).take()).await
+            self.turn(&key).take().await
         } else {
             match self
                 .turn(&key)
@@ -216,8 +216,8 @@ impl Core {
                 .min(record.absolute_expires_at);
             let outcome = if rotate {
                 record.id_issued = now;
-                // Boxed, as every path off the solo write below: they are rare, and their
-                // state would otherwise make every request's future larger.
+                // Boxed, as the combined save and the backoff below: rare paths whose state
+                // would otherwise make every request's future larger.
                 Box::pin(self.rotate_now(&key, version, &record, grace, id.as_ref(), now)).await
             } else {
                 let jobs = self.turn(&key).take_jobs(&key);
@@ -252,7 +252,8 @@ impl Core {
                 Err(Error::Conflict) | Err(Error::Exists) => self.metrics.conflict_retried(),
                 Err(e) => return Err(e),
             }
-            // Lost the race: reload and replay on what the winner wrote.
+            // Lost the race: reload and replay on what the winner wrote. (The reloads are
+            // boxed: each holds a loaded record in the future of every request otherwise.)
             let Some(winner) = Box::pin(self.load_record(&key, now)).await? else {
                 // Destroyed (logout) or rotated away by a privilege change meanwhile: never bring
                 // it back, and send no cookie either: a removal here could arrive after the
@@ -285,7 +286,7 @@ impl Core {
             // it lost every round (a livelock that ended in `Contention`). Release first: two
             // keys can share a stripe, and holding two turns could deadlock.
             drop(turn);
-            turn = Box::pin(self.turn(&key).take()).await;
+            turn = self.turn(&key).take().await;
             // Loaded once the turn is ours, so the writers it waited for are in the base, and
             // the retry follows at once.
             let Some(base) = Box::pin(self.load_record(&key, now)).await? else {
